@@ -1,0 +1,198 @@
+"""Models with one small surface: ``encode``, ``decode``, ``forward``, ``sample``, ``reconstruct``.
+
+* ``encode(x)`` takes images ``(N, 1, 28, 28)`` and returns ``(mu, logvar)``, each ``(N, L)``
+  (``logvar`` is log σ²; the deterministic ``AE`` returns ``(z, None)``).
+* ``decode(z)`` takes ``(N, L)`` codes and returns **logits** ``(N, 1, 28, 28)``; a sigmoid turns
+  them into Bernoulli means, and only ``sample`` / ``reconstruct`` (for display) apply it.
+* ``forward(x)`` returns ``(logits, mu, logvar)`` with ``z = mu + eps * sigma`` inside.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IMAGE_SHAPE = (1, 28, 28)
+N_PIXELS = 28 * 28
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``z = mu + eps * sigma`` with ``eps ~ N(0, I)``: the randomness sits outside mu and logvar,
+    so gradients flow through both."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+class LatentModel(nn.Module):
+    """What every vaelab model shares. Subclasses set ``latent_dim`` and define ``_encode`` /
+    ``_decode`` on validated inputs; ``config`` holds the constructor arguments (checkpoints)."""
+
+    latent_dim: int
+    config: dict
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor; got {type(x).__name__}")
+        if x.dim() == 2 and x.shape[1] == N_PIXELS:
+            x = x.view(-1, *IMAGE_SHAPE)
+        if tuple(x.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"{type(self).__name__} takes images of shape (N, 1, 28, 28); got "
+                             f"{tuple(x.shape)}" + (" — add the channel axis with x.unsqueeze(1)"
+                                                    if tuple(x.shape[1:]) == (28, 28) else ""))
+        return x
+
+    def _check_z(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 1:
+            z = z.unsqueeze(0)
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"this {type(self).__name__} has latent_dim={self.latent_dim}; got codes "
+                             f"of shape {tuple(z.shape)} — pass (N, {self.latent_dim})")
+        return z
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, 1, 28, 28)`` images → ``(mu, logvar)``, each ``(N, latent_dim)``."""
+        return self._encode(self._check_x(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, latent_dim)`` codes → logits ``(N, 1, 28, 28)`` (apply sigmoid to display)."""
+        return self._decode(self._check_z(z))
+
+    def forward(self, x: torch.Tensor):
+        """``(logits, mu, logvar)``: decode a z drawn from q(z|x) (the mean, for the AE)."""
+        mu, logvar = self._encode(self._check_x(x))
+        z = mu if logvar is None else reparameterize(mu, logvar)
+        return self._decode(z), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images ``(n, 1, 28, 28)`` in [0, 1]: decode z ~ N(0, I), show Bernoulli means."""
+        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return torch.sigmoid(self._decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Images in [0, 1] decoded from z = mu (default) or from a z drawn from q(z|x)."""
+        mu, logvar = self.encode(x.to(self.device))
+        z = reparameterize(mu, logvar) if sample and logvar is not None else mu
+        return torch.sigmoid(self._decode(z))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+
+
+def _mlp(sizes, activation: str) -> nn.Sequential:
+    act = _ACTIVATIONS[activation]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), act()]
+    return nn.Sequential(*layers)
+
+
+def _check_args(latent_dim: int, activation: str) -> None:
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer; got {latent_dim!r}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}")
+
+
+class AE(LatentModel):
+    """Plain autoencoder 784 → 400 → L → 400 → 784 with ReLU; ``encode`` returns ``(z, None)``."""
+
+    def __init__(self, latent_dim: int = 2, hidden: tuple[int, ...] = (400,),
+                 activation: str = "relu"):
+        super().__init__()
+        _check_args(latent_dim, activation)
+        hidden = tuple(hidden)
+        self.latent_dim = latent_dim
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation}
+        self.encoder = _mlp((N_PIXELS, *hidden), activation)
+        self.to_code = nn.Linear(hidden[-1], latent_dim)
+        self.decoder = nn.Sequential(_mlp((latent_dim, *hidden[::-1]), activation),
+                                     nn.Linear(hidden[0], N_PIXELS))
+
+    def _encode(self, x):
+        return self.to_code(self.encoder(x.flatten(1))), None
+
+    def _decode(self, z):
+        return self.decoder(z).view(-1, *IMAGE_SHAPE)
+
+
+class VAE(LatentModel):
+    """MLP VAE: 784 → hidden → (mu, logvar) in R^L; decoder L → reversed hidden → 784 logits.
+
+    ``hidden=(400,)`` is the classic model; ``hidden=(400, 100)`` the deeper 784-400-100-L one.
+    ``activation`` is ``"relu"`` or ``"tanh"`` for the hidden layers.
+    """
+
+    def __init__(self, latent_dim: int = 2, hidden: tuple[int, ...] = (400,),
+                 activation: str = "relu"):
+        super().__init__()
+        _check_args(latent_dim, activation)
+        hidden = tuple(hidden)
+        self.latent_dim = latent_dim
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation}
+        self.encoder = _mlp((N_PIXELS, *hidden), activation)
+        self.to_stats = nn.Linear(hidden[-1], 2 * latent_dim)  # [mu | logvar]
+        self.decoder = nn.Sequential(_mlp((latent_dim, *hidden[::-1]), activation),
+                                     nn.Linear(hidden[0], N_PIXELS))
+
+    def _encode(self, x):
+        mu, logvar = self.to_stats(self.encoder(x.flatten(1))).chunk(2, dim=1)
+        return mu, logvar
+
+    def _decode(self, z):
+        return self.decoder(z).view(-1, *IMAGE_SHAPE)
+
+
+class ConvVAE(LatentModel):
+    """Convolutional VAE.
+
+    Encoder: conv 1→32 (4×4, stride 2), 32→64 (4×4, s2), 64→128 (3×3, s2): 28 → 13 → 5 → 2,
+    then the 2×2×128 = 512 features → (mu, logvar).
+    Decoder: linear L → 1024, reshape to 1024×1×1, transposed conv 1024→256 (4×4, s2),
+    256→128 (6×6, s2), 128→1 (6×6, s2): 1 → 4 → 12 → 28, logits.
+    """
+
+    def __init__(self, latent_dim: int = 10):
+        super().__init__()
+        _check_args(latent_dim, "relu")
+        self.latent_dim = latent_dim
+        self.config = {"latent_dim": latent_dim}
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, stride=2), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.to_stats = nn.Linear(2 * 2 * 128, 2 * latent_dim)
+        self.from_code = nn.Sequential(nn.Linear(latent_dim, 1024), nn.ReLU())
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(1024, 256, 4, stride=2), nn.ReLU(),
+            nn.ConvTranspose2d(256, 128, 6, stride=2), nn.ReLU(),
+            nn.ConvTranspose2d(128, 1, 6, stride=2),
+        )
+
+    def _encode(self, x):
+        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+        return mu, logvar
+
+    def _decode(self, z):
+        return self.decoder(self.from_code(z).view(-1, 1024, 1, 1))
+
+
+MODELS = {"ae": AE, "vae": VAE, "convvae": ConvVAE}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
