@@ -1,4 +1,4 @@
-"""Command line: ``python -m vaelab train ...`` and ``python -m vaelab encode ...``."""
+"""Command line: ``python -m vaelab train ...``, ``encode ...`` and ``student-notebooks``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,26 @@ def _encode(args) -> int:
     return 0
 
 
+def _student_notebooks(args) -> int:
+    from . import student
+
+    try:
+        if args.check:
+            problems = student.stale(args.notebooks)
+            for line in problems:
+                print(line, file=sys.stderr)
+            if problems:
+                print("student notebooks are out of date: run `make student-notebooks`",
+                      file=sys.stderr)
+            return 1 if problems else 0
+        written = student.write(args.notebooks)
+    except (FileNotFoundError, student.SolutionCellError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} student notebooks to {args.notebooks / student.STUDENT_DIR}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vaelab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,6 +97,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True)
     e.set_defaults(run=_encode)
+
+    st = sub.add_parser("student-notebooks",
+                        help="write notebooks/student/: the notebooks with exercise solutions "
+                             "replaced by stubs and outputs cleared")
+    st.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                    help="folder with the numbered notebooks (default: notebooks)")
+    st.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if notebooks/student is out of date")
+    st.set_defaults(run=_student_notebooks)
 
     for s in (t, e):
         s.add_argument("--dataset", choices=["mnist", "fashion"], default="mnist")

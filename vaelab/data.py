@@ -124,7 +124,7 @@ def load_embedded_mnist(train: bool = True) -> ImageData:
     for digit in range(10):
         idx = rng.permutation(np.flatnonzero(labels == digit))
         chosen.append(idx[:EMBEDDED_TRAIN_PER_DIGIT] if train else idx[EMBEDDED_TRAIN_PER_DIGIT:])
-    idx = np.sort(np.concatenate(chosen))
+    idx = rng.permutation(np.concatenate(chosen))  # mixed digits, like MNIST's own order
     images = torch.from_numpy(pixels[idx].reshape(-1, 1, 28, 28)).to(torch.float32).div_(255.0)
     return ImageData(images, torch.from_numpy(labels[idx]), "embedded")
 
@@ -183,6 +183,8 @@ def check_images(x: torch.Tensor, *, channels: int = 1) -> None:
     if not x.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1]; got {x.dtype} — "
                          "use x.float() / 255")
+    if not torch.isfinite(x).all():
+        raise ValueError("images contain NaN or infinite values; clean or drop those images")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         hint = " — divide by 255" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else ""
@@ -199,3 +201,6 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None,
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(device) if device is not None else order
     yield from order.split(batch_size)
+
+
+from .shapes import load_shapes  # noqa: E402,F401  (shapes with known factors: vaelab.shapes)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -168,6 +169,30 @@ class VAE(LatentModel):
         return self.decoder(z).view(-1, *self.image_shape)
 
 
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` with the same parameters and results, computed on the CPU as
+    one matrix multiply followed by col2im (``F.fold``).
+
+    A transposed convolution scatters ``x[n, :, i, j] @ W`` (a ``C_out × k × k`` patch per input
+    pixel) onto the output at ``(i·s, j·s)``; the matrix multiply makes every patch at once and
+    ``F.fold`` sums the overlapping patches. PyTorch's own CPU kernel for this layer runs several
+    times below the machine's matrix-multiply speed on these small inputs (see
+    ``benchmarks/bench_training.py``). Other devices and options use the torch kernel.
+    """
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if (x.device.type != "cpu" or output_size is not None or x.dim() != 4 or self.groups != 1
+                or self.padding != (0, 0) or self.output_padding != (0, 0)
+                or self.dilation != (1, 1)):
+            return super().forward(x, output_size)
+        n, c_in, h, w = x.shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        patches = x.flatten(2).transpose(1, 2) @ self.weight.reshape(c_in, -1)  # (N, h·w, C·k·k)
+        out = F.fold(patches.transpose(1, 2), ((h - 1) * sh + kh, (w - 1) * sw + kw),
+                     (kh, kw), stride=(sh, sw))
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
 class ConvVAE(LatentModel):
     """Convolutional VAE.
 
@@ -191,9 +216,9 @@ class ConvVAE(LatentModel):
         self.to_stats = nn.Linear(2 * 2 * 128, 2 * latent_dim)
         self.from_code = nn.Sequential(nn.Linear(latent_dim, 1024), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(1024, 256, 4, stride=2), nn.ReLU(),
-            nn.ConvTranspose2d(256, 128, 6, stride=2), nn.ReLU(),
-            nn.ConvTranspose2d(128, 1, 6, stride=2),
+            ConvTranspose2d(1024, 256, 4, stride=2), nn.ReLU(),
+            ConvTranspose2d(256, 128, 6, stride=2), nn.ReLU(),
+            ConvTranspose2d(128, 1, 6, stride=2),
         )
 
     def _encode(self, x):

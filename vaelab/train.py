@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -195,19 +197,20 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
                   **fit_kwargs) -> tuple[LatentModel, History]:
     """A trained model from the cache, or train one with ``fit`` and cache it.
 
-    ``make_model()`` builds a fresh model. The cached file ``<folder>/<name>.pt`` (default
-    folder: ``<cache>/models``) is reused only when its model settings and ``fit_kwargs`` are the
-    same as now; otherwise, or with ``retrain=True``, the model is trained again and saved.
+    ``make_model()`` builds a fresh model. The cache file ``<folder>/<name>-<hash>.pt`` (default
+    folder: ``<cache>/models``) is keyed by the model settings, the number of training images
+    and ``fit_kwargs``, so other settings never overwrite it; ``retrain=True`` trains anew.
     """
     from .checkpoints import CheckpointError, load, save
 
-    folder = cache_dir() / "models" if folder is None else folder
-    path = os.path.join(folder, f"{name}.pt")
     model = make_model()
     settings = {"model": type(model).__name__, "config": model.config,
                 "n_train": len(_images(train_data)),
                 **{k: v for k, v in fit_kwargs.items() if k not in ("test_data", "progress")}}
     settings = _plain(settings)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    folder = cache_dir() / "models" if folder is None else folder
+    path = os.path.join(folder, f"{name}-{key[:10]}.pt")
     if not retrain and os.path.exists(path):
         try:
             cached = load(path)

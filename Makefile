@@ -1,0 +1,42 @@
+# Two commands a learner needs:  `make lab`  and  `make test`.
+# Both create (once) and reuse a local virtual environment in .venv with pip.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vaelab-installed
+
+.PHONY: lab test lint unit notebooks student-notebooks bench clean-notebooks
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vaelab needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+## Set up (first time) and open the notebook series in JupyterLab.
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/01_autoencoder.ipynb
+
+## Set up (first time) and run every test: lint, unit tests, browser test, all notebooks (quick mode).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	VAELAB_QUICK=1 VAELAB_CACHE=$(CURDIR)/.cache/quick MPLBACKEND=agg $(BIN)/python -m pytest \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider \
+		-rs tests notebooks
+
+## Run the notebooks in full mode and store their outputs (a few minutes each).
+notebooks: $(STAMP)
+	for nb in notebooks/[0-9]*.ipynb; do \
+		VAELAB_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
+	done
+	$(BIN)/python tools/clean_notebooks.py notebooks/[0-9]*.ipynb
+
+## Write notebooks/student/: the notebooks with exercise solutions replaced by stubs.
+student-notebooks: $(STAMP)
+	$(BIN)/python -m vaelab student-notebooks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py

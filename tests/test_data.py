@@ -1,0 +1,176 @@
+import gzip
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torchvision import datasets
+
+from vaelab import data
+from vaelab.data import batches, check_images, load_mnist
+
+
+def write_idx(folder, prefix, images, labels, compress=False):
+    """Write MNIST-format IDX files (magic 2051 images, 2049 labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    blobs = {f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 2051, n, h, w) + images.tobytes(),
+             f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 2049, n) + labels.tobytes()}
+    for name, blob in blobs.items():
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
+        (folder / name).write_bytes(blob)
+
+
+def fake_mnist(root, cls_name="MNIST", n_train=30, n_test=12, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        write_idx(root / cls_name / "raw", prefix, images, labels)
+        arrays[prefix] = images, labels
+    return arrays
+
+
+def test_embedded_subset_split(mnist):
+    train, test = mnist
+    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert float(train.images.min()) == 0.0 and float(train.images.max()) == 1.0
+    assert train.labels.bincount().tolist() == [400] * 10
+    assert test.labels.bincount().tolist() == [100] * 10
+    # No image is in both splits.
+    flat_train = {row.numpy().tobytes() for row in (train.images * 255).to(torch.uint8).flatten(1)}
+    assert not any(row.numpy().tobytes() in flat_train
+                   for row in (test.images * 255).to(torch.uint8).flatten(1))
+
+
+def test_embedded_is_deterministic_and_mixed(mnist):
+    again = data.load_embedded_mnist(True)
+    assert torch.equal(again.images, mnist[0].images)
+    assert torch.equal(again.labels, mnist[0].labels)
+    assert len(set(again.labels[:20].tolist())) > 5  # digits are mixed, not sorted
+
+
+def test_load_mnist_offline_falls_back_to_embedded(tmp_path, capsys):
+    d = load_mnist(True, root=tmp_path)
+    assert d.source == "embedded" and len(d.images) == 4000
+    out = capsys.readouterr().out
+    assert "embedded" in out and "Full MNIST gives better models" in out
+    assert out.count("\n") == 1
+
+
+def test_idx_files_are_read_through_torchvision(tmp_path, capsys):
+    arrays = fake_mnist(tmp_path)
+    for train, prefix in ((True, "train"), (False, "t10k")):
+        d = load_mnist(train, root=tmp_path)
+        images, labels = arrays[prefix]
+        assert d.source == "files"
+        assert d.images.shape == (len(images), 1, 28, 28) and d.images.dtype == torch.float32
+        assert torch.equal(d.images, torch.from_numpy(images).float().div(255).unsqueeze(1))
+        assert torch.equal(d.labels, torch.from_numpy(labels).long())
+    assert "from files under" in capsys.readouterr().out
+
+
+def test_fashion_mnist_files(tmp_path):
+    fake_mnist(tmp_path, "FashionMNIST", n_train=7, n_test=5)
+    d = load_mnist(False, root=tmp_path, dataset="fashion")
+    assert d.source == "files" and d.images.shape == (5, 1, 28, 28)
+
+
+def test_fashion_without_files_says_where_to_put_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="FashionMNIST/raw"):
+        load_mnist(True, root=tmp_path, dataset="fashion")
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        load_mnist(dataset="cifar")
+
+
+def test_download_fails_fast_when_host_refuses(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_OFFLINE", "0")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
+    start = time.perf_counter()
+    d = load_mnist(True, root=tmp_path, timeout=2)
+    assert d.source == "embedded"
+    assert time.perf_counter() - start < 30
+
+
+def test_download_never_hangs_on_a_silent_server(tmp_path, monkeypatch):
+    """A server that accepts connections but never answers: the timeout bounds the wait."""
+    monkeypatch.setenv("VAELAB_OFFLINE", "0")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
+    try:
+        start = time.perf_counter()
+        d = load_mnist(True, root=tmp_path, timeout=1)
+        elapsed = time.perf_counter() - start
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert d.source == "embedded"
+    assert accepted, "the download was really attempted"
+    assert elapsed < 30, f"offline fallback took {elapsed:.1f}s"
+
+
+def test_vaelab_offline_skips_the_network(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("network touched")
+
+    monkeypatch.setattr(data, "_host_reachable", boom)
+    assert load_mnist(True, root=tmp_path, verbose=False).source == "embedded"
+
+
+def test_download_false_skips_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_OFFLINE", "0")
+    monkeypatch.setattr(data, "_try_download", lambda *a: pytest.fail("tried to download"))
+    assert load_mnist(True, root=tmp_path, download=False, verbose=False).source == "embedded"
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (torch.rand(4, 1, 28, 28) * 255, "divide by 255"),
+    (torch.rand(4, 28, 28), "unsqueeze"),
+    (torch.randint(0, 255, (4, 1, 28, 28)), r"x.float\(\) / 255"),
+    (torch.full((4, 1, 28, 28), float("nan")), "NaN"),
+    (-torch.rand(4, 1, 28, 28), r"\[0, 1\]"),
+])
+def test_check_images_says_what_to_do(x, message):
+    with pytest.raises(ValueError, match=message):
+        check_images(x)
+
+
+def test_batches_cover_every_index_once_in_seeded_order():
+    a = list(batches(1000, 128, torch.Generator().manual_seed(3)))
+    b = list(batches(1000, 128, torch.Generator().manual_seed(3)))
+    c = list(batches(1000, 128, torch.Generator().manual_seed(4)))
+    assert [len(i) for i in a] == [128] * 7 + [104]
+    assert torch.equal(torch.cat(a).sort().values, torch.arange(1000))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(torch.cat(a), torch.cat(c))

@@ -1,0 +1,400 @@
+"""Each checker passes correct code and names each known mistake with its own message."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaelab import losses
+from vaelab.exercises import FAILED, NOT_YET, PASSED, check
+from vaelab.models import ConvVAE
+
+
+def verdict(checker, fn, capsys) -> tuple[bool, str]:
+    """Run a checker; assert it printed exactly one line and return (result, line)."""
+    ok = checker(fn)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert isinstance(ok, bool)
+    assert lines[0].startswith(PASSED if ok else (FAILED, NOT_YET)), lines[0]
+    return ok, lines[0]
+
+
+def passes(checker, fn, capsys) -> None:
+    ok, line = verdict(checker, fn, capsys)
+    assert ok, line
+    assert "passed" in line
+
+
+def fails(checker, fn, expected: str, capsys) -> None:
+    ok, line = verdict(checker, fn, capsys)
+    assert not ok, line
+    assert expected in line, line
+
+
+def stub(*args):
+    raise NotImplementedError("...your code here...")
+
+
+ALL = [check.reparameterize, check.gaussian_kl, check.bernoulli_reconstruction, check.vae_loss,
+       check.donutness, check.conv_encoder_shapes, check.conv_decoder_shapes]
+
+
+@pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
+def test_stub_is_not_written_yet_and_never_raises(checker, capsys):
+    ok, line = verdict(checker, stub, capsys)
+    assert not ok
+    assert line.startswith(NOT_YET)
+    assert "not written yet — replace `raise NotImplementedError` with your code" in line
+
+
+@pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
+def test_other_errors_are_one_line_with_the_exception_name(checker, capsys):
+    def broken(*args):
+        return undefined_name  # noqa: F821
+
+    fails(checker, broken, "raised NameError", capsys)
+    fails(checker, "not a function", "pass your function itself", capsys)
+
+
+def test_checkers_leave_the_global_random_state_alone(capsys):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check.reparameterize(lambda mu, logvar: mu + torch.randn_like(mu) * (0.5 * logvar).exp())
+    capsys.readouterr()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_internal_surprise_is_one_line_not_an_exception(monkeypatch, capsys):
+    def boom(*args, **kwargs):
+        raise RuntimeError("reference broke")
+
+    monkeypatch.setattr(losses, "kl_divergence", boom)
+    fails(check.gaussian_kl, lambda mu, logvar: mu.sum(1), "could not check the result", capsys)
+
+
+def test_repr_lists_the_checkers():
+    assert "reparameterize" in repr(check) and "conv_decoder_shapes" in repr(check)
+
+
+# --- reparameterize ---------------------------------------------------------------------------
+
+
+def std_of(logvar):
+    return torch.exp(0.5 * logvar)
+
+
+REPARAM_RIGHT = [
+    lambda mu, logvar: mu + torch.randn_like(mu) * std_of(logvar),
+    lambda mu, logvar: mu + torch.randn_like(logvar) * logvar.exp().sqrt(),
+    lambda mu, logvar: torch.distributions.Normal(mu, std_of(logvar)).rsample(),
+]
+
+
+@pytest.mark.parametrize("fn", REPARAM_RIGHT)
+def test_reparameterize_passes(fn, capsys):
+    passes(check.reparameterize, fn, capsys)
+
+
+def _fixed_eps(mu, logvar):
+    g = torch.Generator().manual_seed(0)
+    return mu + torch.randn(mu.shape, generator=g) * std_of(logvar)
+
+
+REPARAM_WRONG = [
+    (lambda mu, logvar: mu, "no noise was added"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * logvar.exp(),
+     "σ = exp(logvar) is the variance σ²"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * logvar, "logvar was used as σ itself"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * (-0.5 * logvar).exp(), "is 1/σ"),
+    (lambda mu, logvar: mu + torch.rand_like(mu) * std_of(logvar), "torch.rand_like"),
+    (lambda mu, logvar: torch.randn_like(mu) * std_of(logvar), "centred on 0, not on μ"),
+    (_fixed_eps, "the same on every call"),
+    (lambda mu, logvar: mu + torch.randn(mu.shape[1]) * std_of(logvar),
+     "every image got the same ε"),
+    (lambda mu, logvar: mu + torch.randn(mu.shape[0], 1) * std_of(logvar),
+     "share one ε"),
+    (lambda mu, logvar: mu + (torch.randint(0, 2, mu.shape) * 2 - 1) * std_of(logvar),
+     "not normally distributed"),
+    (lambda mu, logvar: mu + (torch.rand_like(mu) - 0.5) * 2 * std_of(logvar),
+     "z has the wrong spread"),
+    (lambda mu, logvar: torch.normal(mu, std_of(logvar)), "gradients don't flow"),
+    (lambda mu, logvar: torch.distributions.Normal(mu, std_of(logvar)).sample(),
+     "gradients don't reach μ and logvar"),
+    (lambda mu, logvar: (mu + torch.randn_like(mu) * std_of(logvar)).detach(),
+     "gradients don't reach"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * logvar.sqrt(), "NaN or inf"),
+    (lambda mu, logvar: mu[:, 0], "shape of mu"),
+    (lambda mu, logvar: None, "did you forget `return`?"),
+    (lambda mu, logvar: (mu + torch.randn_like(mu) * std_of(logvar)).tolist(),
+     "as a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), REPARAM_WRONG, ids=[m for _, m in REPARAM_WRONG])
+def test_reparameterize_names_the_mistake(fn, message, capsys):
+    fails(check.reparameterize, fn, message, capsys)
+
+
+# --- gaussian_kl -----------------------------------------------------------------------------
+
+KL_RIGHT = [
+    lambda mu, logvar: -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1),
+    lambda mu, logvar: (0.5 * (mu**2 + logvar.exp() - 1) - 0.5 * logvar).sum(-1),
+    lambda mu, logvar: losses.kl_divergence(mu, logvar),
+]
+
+
+@pytest.mark.parametrize("fn", KL_RIGHT)
+def test_gaussian_kl_passes(fn, capsys):
+    passes(check.gaussian_kl, fn, capsys)
+
+
+def _kl(mu, logvar, var=None, log_term=None, half=0.5, minus_one=1.0):
+    var = logvar.exp() if var is None else var
+    log_term = logvar if log_term is None else log_term
+    return half * (mu**2 + var - log_term - minus_one).sum(1)
+
+
+KL_WRONG = [
+    (lambda mu, lv: 0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp(), dim=1), "wrong sign"),
+    (lambda mu, lv: _kl(mu, lv, half=1.0), "factor ½ in front is missing"),
+    (lambda mu, lv: _kl(mu, lv, half=0.25), "factor ½ is applied twice"),
+    (lambda mu, lv: (0.5 * (mu**2 + lv.exp() - lv - 1)).mean(1), "averaged over latent"),
+    (lambda mu, lv: (lv.exp() + mu**2 - 0.5 * lv - 0.5).sum(1), "Σ(σ² + μ² − log σ − ½)"),
+    (lambda mu, lv: _kl(mu, lv, var=(2 * lv).exp(), log_term=2 * lv),
+     "logvar was treated as log σ"),
+    (lambda mu, lv: _kl(mu, lv, log_term=0.5 * lv), "log σ where log σ² belongs"),
+    (lambda mu, lv: _kl(mu, lv, var=lv.exp() ** 2), "σ² came out as exp(logvar)²"),
+    (lambda mu, lv: _kl(mu, lv, var=(0.5 * lv).exp()), "exp(½·logvar) is σ, not σ²"),
+    (lambda mu, lv: _kl(mu, lv, minus_one=0.0), "the −1 inside the sum is missing"),
+    (lambda mu, lv: 0.5 * (lv.exp() - lv - 1).sum(1), "the μ² term is missing"),
+    (lambda mu, lv: _kl(mu, lv, log_term=-lv), "log σ² term has the wrong sign"),
+    (lambda mu, lv: _kl(mu, lv).sum(), "summed over the batch too"),
+    (lambda mu, lv: _kl(mu, lv).mean(), "averaged over the batch"),
+    (lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1), "sum over the latent dimensions"),
+    (lambda mu, lv: 0.5 * (mu**2 + lv - lv.log() - 1).sum(1), "NaN or inf"),
+    (lambda mu, lv: _kl(mu, lv).detach(), "cut off from the gradient"),
+    (lambda mu, lv: _kl(mu, lv) - 1.0, "came out negative"),
+    (lambda mu, lv: _kl(mu, lv) * 1.1, "the KL per image is off"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), KL_WRONG, ids=[m for _, m in KL_WRONG])
+def test_gaussian_kl_names_the_mistake(fn, message, capsys):
+    fails(check.gaussian_kl, fn, message, capsys)
+
+
+# --- bernoulli_reconstruction ----------------------------------------------------------------
+
+REC_RIGHT = [
+    lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    .sum(dim=(1, 2, 3)),
+    lambda logits, x: -(x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits))
+    .flatten(1).sum(1),
+    lambda logits, x: F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="none")
+    .view(len(x), -1).sum(1),
+]
+
+
+@pytest.mark.parametrize("fn", REC_RIGHT)
+def test_bernoulli_reconstruction_passes(fn, capsys):
+    passes(check.bernoulli_reconstruction, fn, capsys)
+
+
+def _bce(logits, x):
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+
+
+REC_WRONG = [
+    (lambda logits, x: _bce(logits, x).flatten(1).mean(1), "averaged over pixels"),
+    (lambda logits, x: -_bce(logits, x).flatten(1).sum(1), "wrong sign"),
+    (lambda logits, x: _bce(torch.sigmoid(logits), x).flatten(1).sum(1),
+     "binary_cross_entropy_with_logits applies it itself"),
+    (lambda logits, x: F.binary_cross_entropy(torch.sigmoid(torch.sigmoid(logits)), x,
+                                              reduction="none").flatten(1).sum(1),
+     "sigmoid applied twice"),
+    (lambda logits, x: _bce(x, logits).flatten(1).sum(1), "arguments swapped"),
+    (lambda logits, x: (torch.sigmoid(logits) - x).square().flatten(1).sum(1), "squared error"),
+    (lambda logits, x: -(x * torch.sigmoid(logits).log()).flatten(1).sum(1),
+     "(1 − x)·log(1 − p) term is missing"),
+    (lambda logits, x: F.binary_cross_entropy(logits, x, reduction="none").flatten(1).sum(1),
+     "the decoder gives logits"),
+    (lambda logits, x: F.binary_cross_entropy_with_logits(logits, x), "you returned one number"),
+    (lambda logits, x: _bce(logits, x).flatten(1).sum(1).sum(), "summed over the batch too"),
+    (lambda logits, x: _bce(logits, x), "sum over the pixels"),
+    (lambda logits, x: -(x * logits.log() + (1 - x) * (1 - logits).log()).flatten(1).sum(1),
+     "NaN or inf"),
+    (lambda logits, x: _bce(logits, x).flatten(1).sum(1).detach(), "cut off from the gradient"),
+    (lambda logits, x: 2 * _bce(logits, x).flatten(1).sum(1), "the values are off"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), REC_WRONG, ids=[m for _, m in REC_WRONG])
+def test_bernoulli_reconstruction_names_the_mistake(fn, message, capsys):
+    fails(check.bernoulli_reconstruction, fn, message, capsys)
+
+
+# --- vae_loss --------------------------------------------------------------------------------
+
+
+def _rec(logits, x):
+    return _bce(logits, x).flatten(1).sum(1)
+
+
+def _good_kl(mu, logvar):
+    return _kl(mu, logvar)
+
+
+VAE_RIGHT = [
+    lambda logits, x, mu, logvar, beta: (_rec(logits, x) + beta * _good_kl(mu, logvar)).mean(),
+    lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta).total,
+]
+
+
+@pytest.mark.parametrize("fn", VAE_RIGHT)
+def test_vae_loss_passes(fn, capsys):
+    passes(check.vae_loss, fn, capsys)
+
+
+def _loss(rec=_rec, kl=_good_kl, combine=lambda r, k, b: r + b * k):
+    return lambda logits, x, mu, logvar, beta: combine(rec(logits, x).mean(),
+                                                      kl(mu, logvar).mean(), beta)
+
+
+VAE_WRONG = [
+    (_loss(combine=lambda r, k, b: r + k), "β has no effect"),
+    (_loss(combine=lambda r, k, b: b * r + k), "not the reconstruction"),
+    (_loss(combine=lambda r, k, b: r + k / b), "doesn't divide it"),
+    (_loss(combine=lambda r, k, b: b * (r + k)), "weigh only the KL term"),
+    (_loss(combine=lambda r, k, b: r - b * k), "the KL term must be added"),
+    (lambda logits, x, mu, logvar, beta: (_rec(logits, x) + beta * _good_kl(mu, logvar)).sum(),
+     "summed over the batch"),
+    (lambda logits, x, mu, logvar, beta: _rec(logits, x).sum() + beta * _good_kl(mu, logvar)
+     .mean(), "summed over the batch but the KL averaged"),
+    (lambda logits, x, mu, logvar, beta: _rec(logits, x) + beta * _good_kl(mu, logvar),
+     "one loss per image"),
+    (_loss(kl=lambda mu, lv: (lv.exp() + mu**2 - 0.5 * lv - 0.5).sum(1)),
+     "in the KL term: looks like Σ(σ² + μ² − log σ − ½)"),
+    (_loss(kl=lambda mu, lv: _kl(mu, lv, log_term=0.5 * lv)),
+     "in the KL term: looks like log σ where log σ² belongs"),
+    (_loss(rec=lambda logits, x: _bce(logits, x).flatten(1).mean(1)),
+     "in the reconstruction term: you averaged over pixels"),
+    (_loss(rec=lambda logits, x: _bce(torch.sigmoid(logits), x).flatten(1).sum(1)),
+     "in the reconstruction term: sigmoid applied twice"),
+    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta),
+     "named terms"),
+    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta)
+     .total.item(), "a Python number"),
+    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta)
+     .total.detach(), "cut off from the gradient"),
+    (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "with β = 3 the loss is off"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), VAE_WRONG, ids=[m for _, m in VAE_WRONG])
+def test_vae_loss_names_the_mistake(fn, message, capsys):
+    fails(check.vae_loss, fn, message, capsys)
+
+
+# --- donutness -------------------------------------------------------------------------------
+
+
+def _ink(x, eps=1e-8):
+    ink = x.flatten(1)
+    return ink, ink @ losses.donut_map().flatten(), ink @ losses.stick_map().flatten(), eps
+
+
+def _donutness_own(x):
+    ink, d, s, eps = _ink(x)
+    return (d - s) / (ink.sum(1) + eps)
+
+
+@pytest.mark.parametrize("fn", [losses.donutness, _donutness_own])
+def test_donutness_passes(fn, capsys):
+    passes(check.donutness, fn, capsys)
+
+
+def _donut_wrong(f):
+    def fn(x):
+        ink, d, s, eps = _ink(x)
+        return f(ink, d, s, eps)
+    return fn
+
+
+DONUT_WRONG = [
+    (_donut_wrong(lambda ink, d, s, eps: (s - d) / (ink.sum(1) + eps)), "sign is flipped"),
+    (_donut_wrong(lambda ink, d, s, eps: d - s), "not normalised"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - s) / 784), "divided by the number of pixels"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - s) / ink.sum()), "not the whole batch's"),
+    (_donut_wrong(lambda ink, d, s, eps: d / (ink.sum(1) + eps)), "stick share is missing"),
+    (_donut_wrong(lambda ink, d, s, eps: d / losses.donut_map().sum()
+                  - s / losses.stick_map().sum()), "size of each map"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - s) / ink.sum(1)), "blank image gives 0/0"),
+    (_donut_wrong(lambda ink, d, s, eps: ((d - s) / (ink.sum(1) + eps)).unsqueeze(1)),
+     "got shape (6, 1)"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - 2 * s) / (ink.sum(1) + eps)),
+     "the scores are off"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), DONUT_WRONG, ids=[m for _, m in DONUT_WRONG])
+def test_donutness_names_the_mistake(fn, message, capsys):
+    fails(check.donutness, fn, message, capsys)
+
+
+# --- conv shapes -----------------------------------------------------------------------------
+
+ENCODER = [(1, 32, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)]
+DECODER = [(1, 256, 4, 4), (1, 128, 12, 12), (1, 1, 28, 28)]
+
+
+def _encoder_by_running():
+    x, shapes = torch.zeros(1, 1, 28, 28), []
+    for layer in ConvVAE().encoder:
+        x = layer(x)
+        if isinstance(layer, nn.Conv2d):
+            shapes.append(x.shape)  # torch.Size is fine
+    return shapes
+
+
+@pytest.mark.parametrize("fn", [lambda: ENCODER, lambda: [list(s) for s in ENCODER],
+                                _encoder_by_running])
+def test_conv_encoder_shapes_passes(fn, capsys):
+    passes(check.conv_encoder_shapes, fn, capsys)
+
+
+def test_conv_decoder_shapes_passes(capsys):
+    passes(check.conv_decoder_shapes, lambda: DECODER, capsys)
+
+
+ENCODER_WRONG = [
+    (lambda: [(1, 32, 14, 14), (1, 64, 7, 7), (1, 128, 4, 4)],
+     "conv layer 1: wrong height/width (14, 14)"),
+    (lambda: [(1, 32, 13, 13), (1, 64, 6, 6), (1, 128, 2, 2)], "conv layer 2: wrong height"),
+    (lambda: [(1, 16, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)],
+     "conv layer 1 has the wrong number of channels"),
+    (lambda: [s[1:] for s in ENCODER], "include the batch dimension"),
+    (lambda: [(1, 13, 13, 32), (1, 5, 5, 64), (1, 2, 2, 128)], "(N, C, H, W)"),
+    (lambda: [s for s in ENCODER for _ in range(2)], "activations don't change shapes"),
+    (lambda: [(1, 1, 28, 28), *ENCODER], "leave out the input shape"),
+    (lambda: [*ENCODER, (1, 512)], "list only the 3 conv layers"),
+    (lambda: ENCODER[:2], "return one shape per layer — got 2"),
+    (lambda: [torch.zeros(s) for s in ENCODER], "not the tensors"),
+    (lambda: None, "did you forget `return`?"),
+    (lambda: ["1x32x13x13"] * 3, "each entry should be a shape"),
+]
+
+
+@pytest.mark.parametrize(("fn", "message"), ENCODER_WRONG, ids=[m for _, m in ENCODER_WRONG])
+def test_conv_encoder_shapes_names_the_mistake(fn, message, capsys):
+    fails(check.conv_encoder_shapes, fn, message, capsys)
+
+
+def test_conv_decoder_shapes_names_the_mistake(capsys):
+    fails(check.conv_decoder_shapes, lambda: [(1, 256, 2, 2), (1, 128, 6, 6), (1, 1, 28, 28)],
+          "transposed conv layer 1: wrong height/width (2, 2) — for each side, "
+          "out = (in − 1) · stride + kernel", capsys)
+    fails(check.conv_decoder_shapes, lambda: [(1, 1024, 1, 1), *DECODER],
+          "leave out the input shape (1, 1024, 1, 1)", capsys)

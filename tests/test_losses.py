@@ -1,0 +1,78 @@
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from vaelab import losses
+
+
+@pytest.fixture
+def gaussians(seeded):
+    return torch.randn(64, 5), torch.randn(64, 5)
+
+
+def test_kl_matches_torch_distributions(gaussians):
+    mu, logvar = gaussians
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0))
+    assert torch.allclose(losses.kl_divergence(mu, logvar, per_dim=True), ref, atol=1e-5)
+    assert torch.allclose(losses.kl_divergence(mu, logvar), ref.sum(1), atol=1e-4)
+
+
+def test_kl_matches_monte_carlo():
+    gen = torch.Generator().manual_seed(1)
+    mu, logvar = torch.tensor([[0.7, -1.2]]), torch.tensor([[-0.5, 0.8]])
+    q = Normal(mu, (0.5 * logvar).exp())
+    z = mu + (0.5 * logvar).exp() * torch.randn(400_000, 2, generator=gen)
+    mc = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(1).mean()
+    assert abs(float(mc) - float(losses.kl_divergence(mu, logvar))) < 0.01
+
+
+def test_kl_is_zero_only_at_the_prior():
+    zero = torch.zeros(1, 3)
+    assert float(losses.kl_divergence(zero, zero)) == 0.0
+    assert float(losses.kl_divergence(zero + 0.1, zero)) > 0
+    assert float(losses.kl_divergence(zero, zero + 0.1)) > 0
+
+
+def test_bernoulli_is_binary_cross_entropy(seeded):
+    logits, x = torch.randn(8, 1, 28, 28) * 3, torch.rand(8, 1, 28, 28).round()
+    ref = -Bernoulli(logits=logits).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(losses.bernoulli_nll_per_image(logits, x), ref, atol=1e-3)
+
+
+def test_gaussian_is_squared_error_of_the_decoded_image(seeded):
+    logits, x = torch.randn(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    ref = ((torch.sigmoid(logits) - x) ** 2).sum((1, 2, 3))
+    assert torch.allclose(losses.squared_error_per_image(logits, x), ref)
+    # -log N(x; m, 1/2) = (x - m)^2 + const: the squared error is a Gaussian NLL.
+    nll = -Normal(torch.sigmoid(logits), 0.5 ** 0.5).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(nll - ref, (nll - ref)[0].expand(8), atol=1e-3)
+
+
+def test_vae_loss_terms_are_nats_per_image(seeded):
+    logits, x = torch.randn(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    mu, logvar = torch.randn(8, 4), torch.randn(8, 4)
+    terms = losses.vae_loss(logits, x, mu, logvar, beta=4.0)
+    assert torch.isclose(terms.reconstruction, losses.bernoulli_nll_per_image(logits, x).mean())
+    assert torch.isclose(terms.kl, losses.kl_divergence(mu, logvar).mean())
+    assert torch.isclose(terms.total, terms.reconstruction + 4.0 * terms.kl)
+    assert torch.isclose(losses.vae_loss(logits, x, mu, logvar, beta=0.0).total,
+                         terms.reconstruction)
+
+
+def test_vae_loss_for_an_autoencoder_has_no_kl(seeded):
+    logits, x = torch.randn(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    terms = losses.vae_loss(logits, x, torch.randn(2, 2), None)
+    assert float(terms.kl) == 0.0 and torch.equal(terms.total, terms.reconstruction)
+
+
+def test_prior_mean_moves_the_prior(gaussians):
+    mu, logvar = gaussians
+    m = torch.full_like(mu, 1.5)
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(m, 1.0)).sum(1).mean()
+    logits, x = torch.zeros(64, 1, 28, 28), torch.zeros(64, 1, 28, 28)
+    assert torch.isclose(losses.vae_loss(logits, x, mu, logvar, prior_mean=m).kl, ref, atol=1e-4)
+
+
+def test_unknown_likelihood():
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        losses.reconstruction_per_image(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), "l1")

@@ -1,0 +1,526 @@
+"""Self-checking exercises: ``check.<name>(your_function)`` prints one line and returns True/False.
+
+    from vaelab.exercises import check
+    check.reparameterize(reparameterize)       # fn(mu, logvar) -> z, (N, L)
+    check.gaussian_kl(gaussian_kl)             # fn(mu, logvar) -> KL per image, (N,)
+    check.bernoulli_reconstruction(rec)        # fn(logits, x) -> -log p(x|z) per image, (N,)
+    check.vae_loss(vae_loss)                   # fn(logits, x, mu, logvar, beta) -> scalar
+    check.donutness(donutness)                 # fn(x (N, 1, 28, 28)) -> (N,)
+    check.conv_encoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per encoder conv
+    check.conv_decoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per decoder conv
+
+Each checker runs the student's function on inputs whose answers the tested vaelab functions
+give, compares with the answer and with known wrong variants (KL with the wrong sign, log σ
+for log σ², a sigmoid too many, a mean where a sum belongs, ...), and names the mistake with a
+hint, never the solution. A checker never raises: a stub that still says
+``raise NotImplementedError`` gets "not written yet", any other error one line naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .models import ConvVAE
+
+__all__ = ["check", "Checks"]
+
+PASSED, NOT_YET, FAILED = "✅", "✏️", "❌"
+
+
+class _Problem(Exception):
+    """What went wrong, in one line for the student."""
+
+
+class _NotWritten(Exception):
+    """The student's function still raises NotImplementedError."""
+
+
+def _first_line(e: BaseException, limit: int = 120) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _hint(e: Exception, signature: str) -> str:
+    msg = str(e)
+    if isinstance(e, NameError):
+        return "is every name defined? Run the notebook's first cell (the imports) and try again"
+    if "between 0 and 1" in msg:
+        return ("binary_cross_entropy wants probabilities, but the decoder gives logits — "
+                "use F.binary_cross_entropy_with_logits")
+    if isinstance(e, RuntimeError) and any(w in msg for w in ("size", "shape", "dimension")):
+        return "tensor shapes don't line up — print the shapes and check which dim you reduce over"
+    if isinstance(e, TypeError):
+        return f"the checker calls {signature}; check the arguments and the torch calls"
+    return "read the message, fix the code and run the cell again"
+
+
+def _call(fn, signature: str, *args):
+    """Call the student's function; turn its errors into one friendly line."""
+    try:
+        return fn(*args)
+    except NotImplementedError as e:
+        raise _NotWritten from e
+    except Exception as e:
+        raise _Problem(f"your function raised {type(e).__name__}: {_first_line(e)} — "
+                       f"{_hint(e, signature)}") from e
+
+
+def _checker(expects: str):
+    """Wrap ``body(fn) -> praise`` into a checker that prints one line and returns a bool."""
+
+    def wrap(body):
+        name = body.__name__
+
+        @functools.wraps(body)
+        def run(fn) -> bool:
+            try:
+                if not callable(fn):
+                    raise _Problem(f"pass your function itself, e.g. check.{name}({name}); "
+                                   f"got a {type(fn).__name__}")
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    praise = body(fn)
+            except _NotWritten:
+                print(f"{NOT_YET} {name}: not written yet — replace `raise NotImplementedError` "
+                      "with your code")
+                return False
+            except _Problem as p:
+                print(f"{FAILED} {name}: {p}")
+                return False
+            except Exception as e:  # the result tripped the checker up: say what was expected
+                print(f"{FAILED} {name}: could not check the result ({type(e).__name__}: "
+                      f"{_first_line(e)}) — the function should return {expects}")
+                return False
+            print(f"{PASSED} {name}: passed — {praise}")
+            return True
+
+        run.__doc__ = (body.__doc__ or "") + (
+            "\n\nPrints one line (passed, or the mistake and a hint) and returns True/False; "
+            "never raises.")
+        return run
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the checkers
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol, atol))
+
+
+def _tensor(out, what: str) -> torch.Tensor:
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        raise _Problem(f"you returned a {type(out).__name__} (named terms); return only {what}")
+    if not isinstance(out, torch.Tensor):
+        kind = "a Python number (.item() cuts the gradient)" if isinstance(out, (int, float)) \
+            else f"a {type(out).__name__}"
+        raise _Problem(f"return {what} as a torch.Tensor; got {kind}"
+                       + (" — did you forget `return`?" if out is None else ""))
+    return out
+
+
+def _finite(out: torch.Tensor, hint: str) -> None:
+    if not torch.isfinite(out.detach()).all():
+        raise _Problem(f"the result has NaN or inf values — {hint}")
+
+
+def _needs_grad(out: torch.Tensor) -> None:
+    if not out.requires_grad:
+        raise _Problem("the result is cut off from the gradient (.detach(), .item(), numpy or "
+                       "torch.no_grad?) — training needs gradients to flow through it")
+
+
+def _match(out: torch.Tensor, variants, rtol: float = 1e-3) -> str | None:
+    """The message of the first ``(value, message)`` variant that ``out`` equals, else None."""
+    for value, message in variants:
+        if _close(out, value, rtol=rtol, atol=1e-3):
+            return message
+    return None
+
+
+def _per_image(out: torch.Tensor, ref: torch.Tensor, what: str, reduce_hint: str) -> None:
+    """Complain helpfully unless ``out`` has the ``(N,)`` shape of ``ref``."""
+    if out.shape == ref.shape:
+        return
+    n = len(ref)
+    if out.numel() == 1:
+        v = out.detach().reshape(())
+        if _close(v, ref.sum()):
+            raise _Problem(f"you summed over the batch too; return {what}, shape ({n},)")
+        if _close(v, ref.mean()):
+            raise _Problem(f"you averaged over the batch; return {what}, shape ({n},)")
+        raise _Problem(f"you returned one number; return {what}, shape ({n},) — "
+                       "reduction='mean' averages over pixels and batch alike")
+    if out.shape[0] == n and out.dim() > 1:
+        raise _Problem(f"got shape {tuple(out.shape)}; {reduce_hint} to get shape ({n},)")
+    raise _Problem(f"got shape {tuple(out.shape)}; return {what}, shape ({n},)")
+
+
+# --------------------------------------------------------------------------------------------
+# Crafted inputs (fixed, so every student sees the same verdict)
+
+
+def _gaussian_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """4 images × 3 latent dims; the first row is the prior itself (KL = 0)."""
+    mu = torch.tensor([[0.0, 0.0, 0.0], [1.0, -0.5, 2.0], [0.3, 1.2, -1.5], [-2.0, 0.7, 0.1]])
+    logvar = torch.tensor([[0.0, 0.0, 0.0], [-1.0, 0.5, 1.2], [0.8, -0.6, 1.1],
+                           [1.5, -2.0, 0.9]])
+    return mu, logvar
+
+
+def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(4, 1, 28, 28)`` in [-8, 8] and images in [0, 1]: binary, grey, sparse, soft."""
+    g = torch.Generator().manual_seed(1)
+    logits = (3 * torch.randn(4, 1, 28, 28, generator=g)).clamp(-8, 8)
+    u = torch.rand(4, 1, 28, 28, generator=g)
+    x = torch.stack([(u[0] > 0.5).float(), u[1], (u[2] > 0.8).float() * u[2],
+                     torch.sigmoid(logits[3] + 1)])
+    return logits, x
+
+
+def _kl_variants(mu, logvar):
+    """Known wrong KL formulas, ``(N,)`` each, with what to say."""
+    ref = losses.kl_divergence(mu, logvar)
+    var, L = logvar.exp(), mu.shape[1]
+    sq = mu.square()
+    log_sigma = "logvar already is log σ², use it as is (σ² = exp(logvar))"
+    return [
+        (-ref, "KL has the wrong sign — a KL divergence is never negative; check each term's sign"),
+        (2 * ref, "twice the right answer — the factor ½ in front is missing"),
+        (ref / 2, "half the right answer — the factor ½ is applied twice"),
+        (ref / L, "you averaged over latent dimensions; KL sums over them"),
+        ((var + sq - 0.5 * logvar - 0.5).sum(1),
+         "looks like Σ(σ² + μ² − log σ − ½): the σ² and μ² terms need their factor ½ too"),
+        (0.5 * (sq + (2 * logvar).exp() - 2 * logvar - 1).sum(1),
+         f"looks like logvar was treated as log σ — {log_sigma}"),
+        (0.5 * (sq + var - 0.5 * logvar - 1).sum(1),
+         f"looks like log σ where log σ² belongs — {log_sigma}"),
+        (0.5 * (sq + (2 * logvar).exp() - logvar - 1).sum(1),
+         f"σ² came out as exp(logvar)² — {log_sigma}"),
+        (0.5 * (sq + (0.5 * logvar).exp() - logvar - 1).sum(1),
+         "exp(½·logvar) is σ, not σ² — the variance is exp(logvar)"),
+        (ref + L / 2, "the −1 inside the sum is missing (KL of the prior to itself must be 0)"),
+        (ref - 0.5 * sq.sum(1), "the μ² term is missing"),
+        (ref + logvar.sum(1), "the log σ² term has the wrong sign"),
+    ]
+
+
+def _bernoulli_variants(logits, x):
+    """Known wrong reconstruction terms, ``(N,)`` each, with what to say."""
+    ref = losses.bernoulli_nll_per_image(logits, x)
+    p = torch.sigmoid(logits)
+
+    def bce(prob):
+        return F.binary_cross_entropy(prob, x, reduction="none").flatten(1).sum(1)
+
+    twice = "sigmoid applied twice — binary_cross_entropy_with_logits applies it itself"
+    return [
+        (ref / x[0].numel(), "you averaged over pixels; sum over pixels (nats per image)"),
+        (-ref, "wrong sign — the loss is −log p(x|z), which is ≥ 0"),
+        (F.binary_cross_entropy_with_logits(p, x, reduction="none").flatten(1).sum(1), twice),
+        (bce(torch.sigmoid(p)), "sigmoid applied twice — the decoder's logits need one sigmoid"),
+        (F.binary_cross_entropy_with_logits(x, logits, reduction="none").flatten(1).sum(1),
+         "arguments swapped — binary_cross_entropy_with_logits(logits, target)"),
+        ((p - x).square().flatten(1).sum(1),
+         "that is the squared error (a Gaussian decoder); the Bernoulli term is a cross-entropy"),
+        (-(x * p.log()).flatten(1).sum(1), "the (1 − x)·log(1 − p) term is missing"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The checkers
+
+
+class Checks:
+    """Self-checking exercises. ``check.<name>(your_function)`` prints one line and returns
+    True (passed) or False; it never raises."""
+
+    @staticmethod
+    @_checker("z, a tensor shaped like mu")
+    def reparameterize(fn):
+        """Check ``fn(mu, logvar) -> z``: z = μ + σ·ε with ε ~ N(0, I), σ = exp(½·logvar)."""
+        n = 10_000
+        mu0 = torch.tensor([1.0, -2.0, 0.5])
+        sigma = torch.tensor([2.0, 0.5, 1.5])
+        logvar0 = 2 * sigma.log()
+        mu = mu0.expand(n, 3).clone().requires_grad_()
+        logvar = logvar0.expand(n, 3).clone().requires_grad_()
+        z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar), "z")
+        if z.shape != mu.shape:
+            raise _Problem(f"z should have the shape of mu {tuple(mu.shape)}; "
+                           f"got {tuple(z.shape)}")
+        _finite(z, "σ = exp(½·logvar) is always finite; don't take a log or sqrt of logvar")
+        again = _tensor(_call(fn, "fn(mu, logvar)", mu.detach(), logvar.detach()), "z")
+        zd = z.detach().double()
+        if _close(zd, mu0.double().expand(n, 3)):
+            raise _Problem("z equals μ — no noise was added; z = μ + σ·ε with ε ~ N(0, I)")
+        if torch.equal(z.detach(), again.detach()):
+            raise _Problem("z is the same on every call — draw a fresh ε inside the function "
+                           "each time it runs")
+        if (zd.std(0) < 1e-6).any():
+            raise _Problem("every image got the same ε — ε needs the shape of μ, one draw per "
+                           "image and dimension")
+        mean, std = zd.mean(0), zd.std(0)
+        if (mean.abs() < 0.1).all():
+            raise _Problem("z is centred on 0, not on μ — add μ")
+        shift = (mean - mu0) / std  # uniform ε on [0, 1) gives √3 in every dimension
+        if ((shift - math.sqrt(3)).abs() < 0.1).all():
+            raise _Problem("ε looks uniform on [0, 1) (torch.rand_like) — it must be standard "
+                           "normal: torch.randn_like")
+        if (shift.abs() > 0.05).any():
+            raise _Problem("z is not centred on μ — ε must have mean 0 (a standard normal)")
+        ratio = std / sigma.double()
+        if ((ratio - 1).abs() > 0.05).any():
+            wrong = [(sigma.square(), "σ = exp(logvar) is the variance σ²; the standard "
+                      "deviation is exp(½·logvar)"),
+                     (logvar0.abs(), "logvar was used as σ itself; σ = exp(½·logvar)"),
+                     (1 / sigma, "exp(−½·logvar) is 1/σ — drop the minus sign"),
+                     (sigma.sqrt(), "exp(¼·logvar) is √σ; σ = exp(½·logvar)")]
+            for spread, message in wrong:
+                if ((std / spread.double() - 1).abs() < 0.05).all():
+                    raise _Problem(message)
+            raise _Problem("z has the wrong spread — its standard deviation per dimension must "
+                           "be σ = exp(½·logvar)")
+        e = (zd - mu0) / sigma
+        tails = (e.abs() > 2).double().mean().item()  # 4.55 % for a standard normal
+        if abs(tails - 0.0455) > 0.008:
+            raise _Problem("ε has mean 0 and variance 1 but is not normally distributed — draw "
+                           "it from N(0, I) with torch.randn_like")
+        corr = torch.corrcoef(e.T)
+        if (corr - torch.eye(3, dtype=corr.dtype)).abs().max() > 0.1:
+            raise _Problem("the latent dimensions share one ε — ε needs the shape of μ "
+                           "(one draw per dimension)")
+        if not z.requires_grad:
+            raise _Problem("gradients don't reach μ and logvar — build z from them directly "
+                           "(no .detach(), no .sample(); that is the trick)")
+        z.sum().backward()
+        grad_ok = (mu.grad is not None and logvar.grad is not None
+                   and _close(mu.grad, torch.ones_like(mu))
+                   and _close(logvar.grad, 0.5 * (z.detach() - mu0), atol=1e-3))
+        if not grad_ok:
+            raise _Problem("the values are right but gradients don't flow through μ and σ — "
+                           "write z = μ + σ·ε yourself (torch.normal and .sample() don't)")
+        return "z = μ + σ·ε with fresh standard-normal ε, σ = exp(½·logvar), gradients flow"
+
+    @staticmethod
+    @_checker("one KL per image, a tensor of shape (N,)")
+    def gaussian_kl(fn):
+        """Check ``fn(mu, logvar) -> (N,)``: KL(N(μ, σ²) || N(0, I)) summed over dimensions."""
+        mu, logvar = _gaussian_inputs()
+        ref = losses.kl_divergence(mu, logvar)
+        out = _tensor(_call(fn, "fn(mu, logvar)", mu.clone().requires_grad_(),
+                            logvar.clone().requires_grad_()), "the KL per image")
+        _per_image(out, ref, "one KL per image", "sum over the latent dimensions (dim=1)")
+        _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
+                     "log or sqrt of logvar")
+        if not _close(out.detach(), ref):
+            message = _match(out.detach(), _kl_variants(mu, logvar))
+            if message:
+                raise _Problem(message)
+            if (out.detach() < -1e-6).any():
+                raise _Problem("some KLs came out negative — a KL divergence is never negative; "
+                               "check the signs")
+            raise _Problem("the KL per image is off — compare each term with "
+                           "½ Σ_j (μ_j² + σ_j² − log σ_j² − 1)")
+        _needs_grad(out)
+        return "KL per image matches the closed form (and is 0 for the prior itself)"
+
+    @staticmethod
+    @_checker("−log p(x|z) per image, a tensor of shape (N,)")
+    def bernoulli_reconstruction(fn):
+        """Check ``fn(logits, x) -> (N,)``: Bernoulli −log p(x|z) in nats, summed over pixels."""
+        logits, x = _image_inputs()
+        ref = losses.bernoulli_nll_per_image(logits, x)
+        out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
+                      "the reconstruction term per image")
+        _per_image(out, ref, "−log p(x|z) per image", "sum over the pixels (flatten(1).sum(1))")
+        _finite(out, "log(0) somewhere? the decoder gives logits: use "
+                     "F.binary_cross_entropy_with_logits, which is stable")
+        if not _close(out.detach(), ref, rtol=1e-4, atol=1e-2):
+            message = _match(out.detach(), _bernoulli_variants(logits, x))
+            if message:
+                raise _Problem(message)
+            raise _Problem("the values are off — the term is the binary cross-entropy between "
+                           "the images and sigmoid(logits), summed over pixels")
+        _needs_grad(out)
+        return "binary cross-entropy on logits, summed over pixels, one number per image"
+
+    @staticmethod
+    @_checker("the batch-mean loss, a scalar tensor")
+    def vae_loss(fn):
+        """Check ``fn(logits, x, mu, logvar, beta) -> scalar``: mean over the batch of
+        reconstruction + β·KL, in nats per image."""
+        logits, x = _image_inputs()
+        mu, logvar = _gaussian_inputs()
+        rec_ref = losses.bernoulli_nll_per_image(logits, x)
+        kl_ref = losses.kl_divergence(mu, logvar)
+        rec, kl, n = rec_ref.mean(), kl_ref.mean(), len(x)
+        recs = [(rec_ref, None)] + _bernoulli_variants(logits, x)
+        kls = [(kl_ref, None)] + _kl_variants(mu, logvar)
+        for beta in (3.0, 1.0, 0.25):
+            out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)",
+                                logits.clone().requires_grad_(), x.clone(),
+                                mu.clone().requires_grad_(), logvar.clone().requires_grad_(),
+                                beta), "the loss")
+            ref = losses.vae_loss(logits, x, mu, logvar, beta=beta).total
+            if out.numel() != 1:
+                if out.shape == (n,) and _close(out.detach().mean(), ref):
+                    raise _Problem("you return one loss per image; average over the batch")
+                raise _Problem(f"return one number (the batch mean); got shape "
+                               f"{tuple(out.shape)}")
+            out = out.reshape(())
+            _finite(out, "check the KL (σ² = exp(logvar)) and use "
+                         "F.binary_cross_entropy_with_logits for the reconstruction")
+            if _close(out.detach(), ref, rtol=1e-5, atol=1e-3):
+                continue
+            variants = [(rec + kl, "β has no effect — multiply the KL term by beta"),
+                        (beta * rec + kl, "β should weigh the KL term, not the reconstruction"),
+                        (rec + kl / beta, "β multiplies the KL term; it doesn't divide it"),
+                        (beta * (rec + kl), "β should weigh only the KL term"),
+                        (rec - beta * kl, "the KL term must be added (loss = −ELBO)"),
+                        (n * ref, "you summed over the batch; the loss is a batch mean "
+                                  "(nats per image)"),
+                        (rec_ref.sum() + beta * kl, "the reconstruction is summed over the batch "
+                                                    "but the KL averaged — average both")]
+            for r, r_msg in recs:
+                for k, k_msg in kls:
+                    if r_msg or k_msg:
+                        where = (f"in the reconstruction term: {r_msg}" if r_msg
+                                 else f"in the KL term: {k_msg}")
+                        variants.append((r.mean() + beta * k.mean(), where))
+            message = _match(out.detach(), variants, rtol=1e-5)
+            raise _Problem(message or f"with β = {beta:g} the loss is off — it is the batch "
+                           "mean of reconstruction + β·KL; check the terms with "
+                           "check.bernoulli_reconstruction and check.gaussian_kl")
+        _needs_grad(out)
+        return "batch mean of reconstruction + β·KL, for β = 0.25, 1 and 3"
+
+    @staticmethod
+    @_checker("one score per image, a tensor of shape (N,)")
+    def donutness(fn):
+        """Check ``fn(x) -> (N,)``: share of the ink on the donut map minus share on the stick
+        map, for ``x`` of shape ``(N, 1, 28, 28)`` in [0, 1]."""
+        donut, stick = losses.donut_map(), losses.stick_map()
+        g = torch.Generator().manual_seed(2)
+        noise = torch.rand(28, 28, generator=g)
+        x = torch.stack([donut, stick, 0.5 * donut, ((donut + stick) > 0).float(), noise,
+                         noise * stick + 0.2 * donut]).unsqueeze(1)
+        ref = losses.donutness(x)
+        out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores")
+        _per_image(out, ref, "one score per image", "reduce each image to one number")
+        _finite(out, "divide by each image's total ink")
+        if not _close(out, ref, atol=1e-3):
+            ink = x.flatten(1)
+            on_donut, on_stick, total = ink @ donut.flatten(), ink @ stick.flatten(), ink.sum(1)
+            share = "a share of the image's own ink"
+            message = _match(out, [
+                (-ref, "the sign is flipped — donut share minus stick share"),
+                (on_donut - on_stick, f"not normalised — divide by the image's total ink to get "
+                                      f"{share}"),
+                ((on_donut - on_stick) / ink.numel() * len(x),
+                 f"you divided by the number of pixels; divide by the total ink to get {share}"),
+                ((on_donut - on_stick) / total.sum(), "divide by each image's own total ink, "
+                                                      "not the whole batch's"),
+                (on_donut / total, "the stick share is missing — subtract it"),
+                (on_donut / donut.sum() - on_stick / stick.sum(),
+                 f"you divided by the size of each map; divide by the total ink to get {share}"),
+            ])
+            raise _Problem(message or "the scores are off — donutness is (ink on the donut map "
+                           "− ink on the stick map) / total ink, per image")
+        blank = _tensor(_call(fn, "fn(x)", torch.zeros(2, 1, 28, 28)), "the scores")
+        _finite(blank, "a blank image gives 0/0 — add a small eps (1e-8) to the total ink")
+        return "donut share − stick share of each image's ink, and 0 for a blank image"
+
+    @staticmethod
+    @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
+    def conv_encoder_shapes(fn):
+        """Check ``fn() -> list``: the output shape of each conv layer of ``ConvVAE``'s encoder
+        for one ``(1, 1, 28, 28)`` image."""
+        model = ConvVAE()
+        expected = _layer_shapes(model.encoder, torch.zeros(1, 1, 28, 28), nn.Conv2d)
+        _compare_shapes(_call(fn, "fn()"), expected, (1, 1, 28, 28), "conv",
+                        "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)")
+        return "shapes after each conv layer, (N, C, H, W)"
+
+    @staticmethod
+    @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
+    def conv_decoder_shapes(fn):
+        """Check ``fn() -> list``: the output shape of each transposed conv of ``ConvVAE``'s
+        decoder for one code (its input is the code reshaped to ``(1, 1024, 1, 1)``)."""
+        model = ConvVAE()
+        start = model.from_code(torch.zeros(1, model.latent_dim)).view(-1, 1024, 1, 1)
+        expected = _layer_shapes(model.decoder, start, nn.ConvTranspose2d)
+        _compare_shapes(_call(fn, "fn()"), expected, tuple(start.shape), "transposed conv",
+                        "out = (in − 1) · stride + kernel (no padding)")
+        return "shapes after each transposed conv layer, (N, C, H, W)"
+
+    def __repr__(self) -> str:
+        names = ", ".join(n for n in vars(Checks) if not n.startswith("_"))
+        return f"check.<name>(your_function), one of: {names}"
+
+
+def _layer_shapes(layers: nn.Sequential, x: torch.Tensor, kind: type) -> list[tuple]:
+    shapes = []
+    with torch.no_grad():
+        for layer in layers:
+            x = layer(x)
+            if isinstance(layer, kind):
+                shapes.append(tuple(x.shape))
+    return shapes
+
+
+def _dedup(shapes: list[tuple]) -> list[tuple]:
+    return [s for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
+
+
+def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formula: str) -> None:
+    if not isinstance(out, (list, tuple)) or isinstance(out, torch.Size):
+        raise _Problem(f"return a list with one shape per {layer} layer; got a "
+                       f"{type(out).__name__}" + (" — did you forget `return`?" if out is None
+                                                  else ""))
+    shapes = []
+    for s in out:
+        if isinstance(s, torch.Tensor):
+            raise _Problem("return the shapes (tuple(t.shape)), not the tensors")
+        if not isinstance(s, (tuple, list, torch.Size)) or not all(
+                isinstance(d, int) for d in s):
+            raise _Problem(f"each entry should be a shape like (1, C, H, W); got {s!r}")
+        shapes.append(tuple(s))
+    k = len(expected)
+    if shapes == expected:
+        return
+    if len(shapes) != k:
+        if _dedup(shapes) == expected:
+            raise _Problem(f"activations don't change shapes — list one shape per {layer} layer")
+        if shapes[:1] == [start] and shapes[1:] == expected:
+            raise _Problem(f"leave out the input shape {start}; list each {layer} layer's output")
+        if shapes[:k] == expected:
+            raise _Problem(f"list only the {k} {layer} layers' outputs (nothing after them)")
+        raise _Problem(f"ConvVAE has {k} {layer} layers here; return one shape per layer — "
+                       f"got {len(shapes)}")
+    if shapes == [s[1:] for s in expected]:
+        raise _Problem("include the batch dimension N = 1 in front: (N, C, H, W)")
+    if shapes == [(s[0], s[2], s[3], s[1]) for s in expected if len(s) == 4]:
+        raise _Problem("PyTorch orders dimensions (N, C, H, W): channels come before height "
+                       "and width")
+    for i, (got, want) in enumerate(zip(shapes, expected, strict=True), start=1):
+        if got == want:
+            continue
+        if len(got) != len(want):
+            raise _Problem(f"{layer} layer {i}: give 4 numbers, (N, C, H, W); got {got}")
+        if got[1] != want[1]:
+            raise _Problem(f"{layer} layer {i} has the wrong number of channels — it is the "
+                           "layer's out_channels (print(model) shows them)")
+        raise _Problem(f"{layer} layer {i}: wrong height/width {got[2:]} — for each side, "
+                       f"{formula}; print(model) shows kernel and stride")
+
+
+check = Checks()

@@ -1,0 +1,529 @@
+"""Pictures of a latent space. Every function returns a ``matplotlib.figure.Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so a notebook shows a returned
+figure exactly once and nothing is left open. One place sets the look (``IMAGE_STYLE``,
+``DPI``, ``CELL_INCHES``, ``PAD``): digits are white on black, grey colormap, no smoothing,
+and image grids carry no axis clutter beyond the labels that say what a row or column is.
+
+Decoded images are always ``sigmoid(model.decode(z))`` (the Bernoulli means), computed under
+``torch.no_grad()`` on ``model.device``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+from torchvision.utils import make_grid
+
+from .data import check_images
+from .models import AE
+
+# ---------------------------------------------------------------------------------------------
+# The look, in one place.
+
+IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
+DPI = 100
+CELL_INCHES = 0.5      # inches per 28-pixel image in a grid
+MAX_WIDTH = 11.0       # inches; wider grids are scaled down
+PAD = 2                # pixels between images in a grid
+PAD_VALUE = 0.3        # dark grey: separates white-on-black digits without shouting
+AXIS_LABEL_SIZE = 12   # z₁, z₂ axis labels
+ACCENT = "#ff7f0e"     # marks special cells (interpolation endpoints)
+LABEL_CMAPS = {10: "tab10", 20: "tab20"}
+GIF_SCALE = 8          # a 28-pixel digit becomes 224 pixels in a GIF
+
+_SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def z_name(i: int) -> str:
+    """``"z₁"`` for coordinate 0: latent coordinates are numbered from 1 in every label."""
+    return "z" + str(i + 1).translate(_SUBSCRIPTS)
+
+
+def fmt_value(v: float) -> str:
+    """A latent value as a tick label: one decimal, a real minus sign, never ``-0.0``."""
+    return f"{round(float(v), 1) + 0.0:.1f}".replace("-", "−")
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A ``Figure`` with the house DPI and constrained layout (width, height in inches)."""
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
+    """``(N, 1, H, W)`` images → one ``(H', W')`` array, tiled by torchvision's make_grid."""
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=PAD, pad_value=PAD_VALUE)
+    return grid[0].numpy()
+
+
+def _centers(n: int, size: int) -> list[float]:
+    """Pixel centres (imshow coordinates) of n cells of ``size`` pixels in a make_grid image."""
+    return [PAD + i * (size + PAD) + (size - 1) / 2 for i in range(n)]
+
+
+def _grid_figsize(ncol: int, nrows: int, size: tuple[int, int], extra=(0.0, 0.0)):
+    """Figure size in inches for an ncol × nrows grid of (h, w)-pixel images, plus margins."""
+    h, w = size
+    width = ncol * CELL_INCHES * w / 28
+    height = nrows * CELL_INCHES * h / 28
+    shrink = min(1.0, MAX_WIDTH / width)
+    return max(width * shrink + extra[0], 2.5), max(height * shrink + extra[1], 1.0)
+
+
+def _show(ax, grid: np.ndarray) -> None:
+    """Draw a grid image with the house style and no ticks or frame."""
+    ax.imshow(grid, **IMAGE_STYLE)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _every(n: int) -> int:
+    """Label every k-th cell so tick labels never crowd."""
+    return 1 if n <= 11 else math.ceil(n / 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Codes and decoding.
+
+
+def _check_model(model) -> None:
+    if not (hasattr(model, "decode") and hasattr(model, "latent_dim")):
+        raise TypeError(f"model must be a vaelab model (AE, VAE, ConvVAE); got {type(model)}")
+
+
+@torch.no_grad()
+def decode_images(model, z) -> torch.Tensor:
+    """Codes ``(N, L)`` → images ``(N, 1, H, W)`` in [0, 1] on the CPU: sigmoid(decode(z))."""
+    _check_model(model)
+    z = torch.as_tensor(z, dtype=torch.float32)
+    return torch.sigmoid(model.decode(z.to(model.device))).cpu()
+
+
+def as_code(model, x, name: str = "start") -> torch.Tensor:
+    """One latent code ``(L,)`` on the CPU from a code (``(L,)`` or ``(1, L)``) or from one image
+    ``(1, 1, 28, 28)`` (its posterior mean; the AE's code)."""
+    _check_model(model)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    shape = tuple(model.image_shape)
+    if x.dim() == 4 or tuple(x.shape) == shape:
+        x = x.reshape(-1, *shape) if x.dim() == 3 else x
+        if len(x) != 1:
+            raise ValueError(f"{name} must be ONE image (1, {', '.join(map(str, shape))}); got "
+                             f"{len(x)} images — pick one with x[i:i+1]")
+        check_images(x)
+        return model.encode_means(x)[0].float()
+    L = model.latent_dim
+    if x.numel() != L or (x.dim() == 2 and x.shape[0] != 1) or x.dim() > 2:
+        raise ValueError(f"{name} must be a code of shape ({L},) or (1, {L}) or one image "
+                         f"(1, {', '.join(map(str, shape))}); got shape {tuple(x.shape)} "
+                         f"(this model has latent_dim={L})")
+    return x.reshape(L).detach().cpu().clone()
+
+
+def _base_code(model, base) -> torch.Tensor:
+    return torch.zeros(model.latent_dim) if base is None else as_code(model, base, "base")
+
+
+def interpolation_path(codes: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[int]]:
+    """Straight lines through ``codes`` ``(K, L)``, ``steps`` points per segment (both ends
+    included, shared ends counted once): ``((K-1)*(steps-1)+1, L)`` codes and the row index of
+    each of the K given codes."""
+    if not (isinstance(steps, int) and steps >= 2):
+        raise ValueError(f"steps must be an integer >= 2 (points per segment); got {steps!r}")
+    if codes.dim() != 2 or len(codes) < 2:
+        raise ValueError(f"need at least 2 codes (K, L) to walk through; got {tuple(codes.shape)}")
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    parts = [codes[:1]]
+    for a, b in zip(codes[:-1], codes[1:], strict=True):
+        parts.append(((1 - t) * a + t * b)[1:])
+    return torch.cat(parts), [k * (steps - 1) for k in range(len(codes))]
+
+
+def _as_images(images, name: str = "images") -> torch.Tensor:
+    x = torch.as_tensor(images, dtype=torch.float32) if not isinstance(images, torch.Tensor) \
+        else images.detach().float().cpu()
+    if x.dim() == 2:
+        x = x[None, None]
+    elif x.dim() == 3:
+        x = x.unsqueeze(1)
+    try:
+        check_images(x)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Image grids.
+
+
+def show_images(images, nrow: int = 10, title: str | None = None) -> Figure:
+    """Any batch of images ``(N, 1, H, W)`` (or ``(N, H, W)``) in [0, 1] as one grid."""
+    x = _as_images(images)
+    if not (isinstance(nrow, int) and nrow >= 1):
+        raise ValueError(f"nrow (images per row) must be a positive integer; got {nrow!r}")
+    ncol = min(nrow, len(x))
+    rows = math.ceil(len(x) / nrow)
+    fig = new_figure(*_grid_figsize(ncol, rows, x.shape[2:], (0.1, 0.4 if title else 0.1)))
+    ax = fig.add_subplot()
+    _show(ax, _grid(x, nrow))
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def prior_samples(model, n: int = 64, seed: int = 0, nrow: int | None = None) -> Figure:
+    """``n`` images decoded from z ~ N(0, I) (seeded), shown as their Bernoulli means."""
+    _check_model(model)
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive integer; got {n!r}")
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    nrow = nrow or math.ceil(math.sqrt(n))
+    return show_images(decode_images(model, z), nrow=nrow,
+                       title=f"{n} samples from the prior: decode z ~ N(0, I)")
+
+
+def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int = 0) -> Figure:
+    """Inputs (top row) over their reconstructions (bottom row) for the first ``n`` images.
+
+    ``sample=False`` decodes the mean of q(z|x); ``sample=True`` one z ~ q(z|x) (seeded).
+    """
+    _check_model(model)
+    x = _as_images(images)[:n]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.reconstruct(x.to(model.device), sample=sample).cpu()
+    fig = new_figure(*_grid_figsize(len(x), 2, x.shape[2:], (1.2, 0.5)))
+    ax = fig.add_subplot()
+    _show(ax, _grid(torch.cat([x, out]), nrow=len(x)))
+    ax.set_yticks(_centers(2, x.shape[2]), ["input", "output"])
+    ax.tick_params(length=0)
+    how = "one z drawn from q(z|x)" if sample else "z = mean of q(z|x)"
+    ax.set_title(f"Reconstructions ({how})")
+    return fig
+
+
+def latent_grid(model, n: int = 15, lim: float = 3.0, dims=(0, 1), base=None) -> Figure:
+    """Decode a regular ``n × n`` grid of two latent coordinates over [-lim, lim]².
+
+    ``dims`` picks the two coordinates (x axis, y axis); the others stay at ``base`` (a code or
+    one image; default zeros). Tick labels are the z values; the vertical one grows upward.
+    The picture is one ``make_grid`` image of ``n*28 + (n+1)*PAD`` pixels a side.
+    """
+    _check_model(model)
+    L = model.latent_dim
+    if L < 2:
+        raise ValueError("latent_grid needs latent_dim >= 2; for one coordinate use "
+                         "traversal_grid(model)")
+    if not (isinstance(n, int) and n >= 2):
+        raise ValueError(f"n (images per side) must be an integer >= 2; got {n!r}")
+    if not lim > 0:
+        raise ValueError(f"lim must be positive; got {lim!r}")
+    dx, dy = _check_dims(dims, L, want=2)
+    values = torch.linspace(-lim, lim, n)
+    z = _base_code(model, base).repeat(n * n, 1)
+    rows, cols = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: largest z
+    z[:, dx], z[:, dy] = cols.reshape(-1), rows.reshape(-1)
+    images = decode_images(model, z)
+    size = images.shape[2]
+    fig = new_figure(*_grid_figsize(n, n, images.shape[2:], (0.9, 0.9)))
+    ax = fig.add_subplot()
+    _show(ax, _grid(images, nrow=n))
+    centers = _centers(n, size)
+    keep = range(0, n, _every(n))
+    ax.set_xticks([centers[i] for i in keep], [fmt_value(values[i]) for i in keep])
+    ax.set_yticks([centers[i] for i in keep], [fmt_value(values.flip(0)[i]) for i in keep])
+    ax.set_xlabel(z_name(dx), fontsize=AXIS_LABEL_SIZE)
+    ax.set_ylabel(z_name(dy), fontsize=AXIS_LABEL_SIZE)
+    others = "" if L == 2 else (" (others at 0)" if base is None else " (others at the base code)")
+    ax.set_title(f"Decoded grid over {z_name(dx)}, {z_name(dy)} ∈ [{fmt_value(-lim)}, "
+                 f"{fmt_value(lim)}]{others}")
+    return fig
+
+
+def _check_dims(dims, L: int, want: int | None = None) -> list[int]:
+    dims = list(range(L)) if dims is None else [int(d) for d in dims]
+    if want is not None and len(dims) != want:
+        raise ValueError(f"dims must name {want} latent coordinates; got {dims}")
+    if len(set(dims)) != len(dims) or not dims or not all(0 <= d < L for d in dims):
+        raise ValueError(f"dims must be distinct coordinates in 0..{L - 1} (0 is z₁); got {dims}")
+    return dims
+
+
+def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None) -> Figure:
+    """One row per latent coordinate: that coordinate runs over [-lim, lim] in ``steps`` values,
+    the others stay at ``base`` (a code or one image; default zeros). ``dims`` picks the rows
+    (default all). Rows are labelled z₁ … z_L, columns with the values."""
+    _check_model(model)
+    if not (isinstance(steps, int) and steps >= 2):
+        raise ValueError(f"steps must be an integer >= 2; got {steps!r}")
+    if not lim > 0:
+        raise ValueError(f"lim must be positive; got {lim!r}")
+    dims = _check_dims(dims, model.latent_dim)
+    values = torch.linspace(-lim, lim, steps)
+    base_code = _base_code(model, base)
+    z = base_code.repeat(len(dims), steps, 1)
+    for r, d in enumerate(dims):
+        z[r, :, d] = values
+    images = decode_images(model, z.reshape(-1, model.latent_dim))
+    size = images.shape[2]
+    fig = new_figure(*_grid_figsize(steps, len(dims), images.shape[2:], (0.8, 1.0)))
+    ax = fig.add_subplot()
+    _show(ax, _grid(images, nrow=steps))
+    keep = range(0, steps, _every(steps))
+    ax.set_xticks([_centers(steps, size)[i] for i in keep], [fmt_value(values[i]) for i in keep])
+    ax.set_yticks(_centers(len(dims), size), [z_name(d) for d in dims],
+                  fontsize=AXIS_LABEL_SIZE)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel("value of the coordinate in that row")
+    held = "0" if base is None else "the base code"
+    ax.set_title(f"Traversals: one coordinate per row, the others at {held}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation.
+
+
+def _walk(model, images, steps: int):
+    _check_model(model)
+    x = _as_images(images)
+    if len(x) < 2:
+        raise ValueError(f"give at least 2 images to walk between; got {len(x)}")
+    codes = model.encode_means(x).float()
+    path, anchors = interpolation_path(codes, steps)
+    return decode_images(model, path), anchors
+
+
+def interpolation_row(model, images, steps: int = 8, names=None) -> Figure:
+    """Decode a straight walk in z through the codes (posterior means) of 2+ images.
+
+    ``steps`` images per segment, both ends included. The cells decoded from the images' own
+    codes are framed and named (``names``, e.g. the digits ``[4, 7, 9]``; default x₁, x₂, …).
+    """
+    frames, anchors = _walk(model, images, steps)
+    names = [f"x{str(k + 1).translate(_SUBSCRIPTS)}" for k in range(len(anchors))] \
+        if names is None else [str(v) for v in names]
+    if len(names) != len(anchors):
+        raise ValueError(f"names must have one entry per image ({len(anchors)}); got {names}")
+    size = frames.shape[2]
+    fig = new_figure(*_grid_figsize(len(frames), 1, frames.shape[2:], (0.2, 0.9)))
+    ax = fig.add_subplot()
+    _show(ax, _grid(frames, nrow=len(frames)))
+    centers = _centers(len(frames), size)
+    for a in anchors:
+        ax.add_patch(Rectangle((centers[a] - size / 2, PAD - 0.5), size, size, fill=False,
+                               edgecolor=ACCENT, linewidth=2))
+    ax.set_xticks([centers[a] for a in anchors], names)
+    ax.tick_params(length=0)
+    ax.set_title(f"Straight walk in z through the codes of {' → '.join(names)} "
+                 "(framed: each image's own code)")
+    return fig
+
+
+def interpolation_gif(model, images, path, steps: int = 24, scale: int = GIF_SCALE,
+                      ms_per_frame: int = 60, hold_ms: int = 600) -> Path:
+    """Write an animated, looping GIF of the walk through the codes of 2+ images.
+
+    ``steps`` frames per segment (both ends included); frames at the images' own codes stay up
+    for ``hold_ms``. Pixels are upscaled ``scale`` times with nearest neighbour. Returns the path.
+    """
+    from PIL import Image
+
+    frames, anchors = _walk(model, images, steps)
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ValueError(f"scale must be a positive integer; got {scale!r}")
+    pixels = frames[:, 0].mul(255).round().to(torch.uint8).numpy()
+    size = (pixels.shape[2] * scale, pixels.shape[1] * scale)
+    pictures = [Image.fromarray(p, mode="L").resize(size, Image.NEAREST) for p in pixels]
+    durations = [hold_ms if i in anchors else ms_per_frame for i in range(len(pictures))]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:],
+                     duration=durations, loop=0, optimize=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Scatter of codes.
+
+
+def _labels_cmap(labels: np.ndarray):
+    """A discrete colormap and norm for integer labels 0..k-1 (tab10, or tab20 up to 20)."""
+    if labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("labels must be integers 0, 1, 2, … (e.g. the digit of each image)")
+    k = max(int(labels.max()) + 1, 10)
+    name = next((LABEL_CMAPS[m] for m in sorted(LABEL_CMAPS) if k <= m), None)
+    if name is None:
+        raise ValueError(f"at most 20 label values can be coloured; got labels up to {k - 1}")
+    from matplotlib import colormaps
+
+    colors = colormaps[name].colors[:k]
+    return ListedColormap(colors), BoundaryNorm(np.arange(k + 1) - 0.5, k), k
+
+
+def project(codes: torch.Tensor, method: str = "auto", seed: int = 0):
+    """2-D positions for codes ``(N, L)``: ``(xy (N, 2), axis names, description, projector)``.
+
+    ``method="auto"``: the codes themselves for L = 2 (and z₁ against nothing for L = 1), PCA for
+    L > 2 (fast, linear, exact about what it keeps). ``"pca"`` forces PCA, ``"umap"`` uses UMAP
+    (umap-learn, ``random_state=seed``; slower, keeps neighbourhoods, distorts distances).
+    ``projector`` maps new codes to the same plane (None for UMAP).
+    """
+    if method not in ("auto", "pca", "umap"):
+        raise ValueError(f"method must be 'auto', 'pca' or 'umap'; got {method!r}")
+    z = codes.detach().double().cpu().numpy()
+    n, L = z.shape
+    if method == "auto" and L <= 2:
+        names = [z_name(i) for i in range(L)]
+        return z, names, f"{L}-D codes", lambda c: np.asarray(c, dtype=float).reshape(-1, L)
+    if L < 2:
+        raise ValueError(f"method={method!r} needs at least 2 latent coordinates; got L={L}")
+    if method == "umap":
+        import warnings
+
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            xy = umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
+        return xy, ["UMAP 1", "UMAP 2"], f"UMAP of the {L}-D codes", None
+    mean = z.mean(0)
+    _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
+    axes = vt[:2] * np.sign(vt[:2, np.argmax(np.abs(vt[:2]), axis=1)].diagonal())[:, None]
+    share = s**2 / max(float((s**2).sum()), 1e-300)
+    names = [f"PC {i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2)]
+
+    def projector(c):
+        return (np.asarray(c, dtype=float).reshape(-1, L) - mean) @ axes.T
+
+    return projector(z), names, f"PCA of the {L}-D codes", projector
+
+
+def draw_scatter(fig: Figure, ax, xy: np.ndarray, labels, names, label_name: str = "digit",
+                 equal: bool = False, size: float = 5.0):
+    """Points ``xy (N, 2)`` coloured by integer ``labels`` (or one colour if None), with a
+    colorbar whose ticks are the label values; ``equal`` keeps the axes' aspect ratio 1."""
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, linewidths=0, rasterized=True)
+    else:
+        cmap, norm, k = _labels_cmap(labels)
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, norm=norm, s=size,
+                            alpha=0.8, linewidths=0, rasterized=True)
+        bar = fig.colorbar(points, ax=ax, ticks=range(k), pad=0.01)
+        bar.set_label(label_name)
+        bar.solids.set_alpha(1.0)
+    font = AXIS_LABEL_SIZE if names[0].startswith("z") else None
+    ax.set_xlabel(names[0], fontsize=font)
+    ax.set_ylabel(names[1], fontsize=font)
+    if equal:
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.25, linewidth=0.5)
+
+
+def _subsample(n: int, max_points: int | None, seed: int) -> torch.Tensor:
+    if max_points is None or n <= max_points:
+        return torch.arange(n)
+    if not (isinstance(max_points, int) and max_points >= 1):
+        raise ValueError(f"max_points must be a positive integer or None; got {max_points!r}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points].sort()[0]
+
+
+def codes_and_labels(model, images, labels=None, max_points: int | None = 5000, seed: int = 0):
+    """Encoded means ``(M, L)`` and labels ``(M,)`` (or None) of at most ``max_points`` images,
+    a seeded subsample. ``images`` may also be codes ``(N, L)`` already."""
+    _check_model(model)
+    x = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
+    if labels is not None:
+        labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        if len(labels) != len(x):
+            raise ValueError(f"one label per image: got {len(x)} images, {len(labels)} labels")
+    idx = _subsample(len(x), max_points, seed)
+    if x.dim() == 2 and x.shape[1] == model.latent_dim:
+        codes = x[idx].detach().float().cpu()
+    else:
+        x = _as_images(x[idx])
+        codes = model.encode_means(x).float()
+    return codes, None if labels is None else labels[idx.numpy()]
+
+
+def latent_scatter(model, images, labels=None, method: str = "auto",
+                   max_points: int | None = 5000, seed: int = 0,
+                   label_name: str = "digit") -> Figure:
+    """The encoded means of ``images`` ``(N, 1, 28, 28)``, coloured by ``labels`` ``(N,)``.
+
+    For L = 2 the axes are z₁, z₂ (equal scale). For L > 2 the codes are projected to 2-D:
+    ``method="auto"``/``"pca"`` uses PCA (fast; the axis labels give the variance kept),
+    ``"umap"`` uses UMAP with ``random_state=seed``. The title says which. At most
+    ``max_points`` images are drawn (a seeded subsample, the same every call).
+    """
+    codes, labels = codes_and_labels(model, images, labels, max_points, seed)
+    L = codes.shape[1]
+    xy, names, what, _ = project(codes, method, seed)
+    if L == 1:
+        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, len(xy))
+        xy = np.stack([xy[:, 0], (0 if labels is None else labels) + jitter], 1)
+        names = [z_name(0), f"{label_name} (jittered)" if labels is not None else "(jitter)"]
+    fig = new_figure(6.4, 5.2)
+    ax = fig.add_subplot()
+    draw_scatter(fig, ax, xy, labels, names, label_name, equal=(L == 2 and method == "auto"))
+    kind = "codes" if isinstance(model, AE) else "encoded means"
+    where = "" if L <= 2 and method == "auto" else f" — {what}"
+    ax.set_title(f"{kind.capitalize()} of {len(xy):,} images{where}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves.
+
+_TERM_TITLES = {
+    "total": "total loss = reconstruction + β·KL",
+    "reconstruction": "reconstruction  −log p(x|z)",
+    "kl": "KL(q(z|x) ‖ p(z))",
+}
+
+
+def training_curves(history, title: str | None = None) -> Figure:
+    """Train (solid) and test (dashed) loss terms per epoch from a ``History`` (or its
+    ``as_dict()``): total, reconstruction and KL in three panels, in nats per image.
+
+    A train point is the mean over its epoch (the model improves during it); a test point is
+    measured after the epoch, so early on test can sit below train.
+    """
+    train = getattr(history, "train", None)
+    test = getattr(history, "test", None)
+    if isinstance(history, dict):
+        train, test = history.get("train"), history.get("test")
+    if train is None:
+        raise TypeError(f"history must be a vaelab History (from fit) or its as_dict(); "
+                        f"got {type(history).__name__}")
+    if len(train) == 0:
+        raise ValueError("history has no epochs yet — train with fit(..., epochs=1) or more")
+    fig = new_figure(11.0, 3.4)
+    axes = fig.subplots(1, 3, sharex=True)
+    epochs = np.arange(1, len(train) + 1)
+    for ax, term in zip(axes, _TERM_TITLES, strict=True):
+        ax.plot(epochs, [row[term] for row in train], "-o", ms=3, label="train", color="C0")
+        if test:
+            ax.plot(np.arange(1, len(test) + 1), [row[term] for row in test], "--s", ms=3,
+                    label="test", color="C1")
+        ax.set_title(_TERM_TITLES[term])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    stopped = getattr(history, "stopped", None) or (history.get("stopped")
+                                                     if isinstance(history, dict) else None)
+    if title or stopped:
+        fig.suptitle((title or "") + (f" (stopped early: {stopped})" if stopped else ""))
+    return fig

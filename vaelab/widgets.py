@@ -1,0 +1,347 @@
+"""Interactive latent-space explorers built from ipywidgets.
+
+The work happens in plain functions that tests call directly: ``decode_to_png`` (one code →
+PNG bytes of its decoded image), ``code_from_sliders`` (slider values → a code),
+``interpolate_codes`` and ``ScatterMarker.render`` (a pre-rendered scatter with a marker at z).
+The explorers only wire them to sliders: moving a slider decodes ONE image and replaces the
+bytes of one ``ipywidgets.Image``; nothing is re-plotted.
+
+    from vaelab.widgets import latent_explorer
+    latent_explorer(model, start=x_test[:1], scatter=(x_test, y_test))   # shows the widget
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import ipywidgets as w
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image, ImageDraw
+
+from . import viz
+
+SCALE = 8            # a 28-pixel digit is shown 224 pixels wide (nearest neighbour)
+MAX_SLIDERS = 10
+SLIDER_WIDTH = "340px"
+PNG_COMPRESSION = 1  # fast zlib level: encoding must not slow a slider down
+
+
+# ---------------------------------------------------------------------------------------------
+# The callbacks: plain functions.
+
+
+def to_png(pixels: np.ndarray, scale: int = SCALE) -> bytes:
+    """PNG bytes of a ``(H, W)`` uint8 grey image (or ``(H, W, 3)`` RGB), each pixel drawn as a
+    ``scale × scale`` block."""
+    picture = Image.fromarray(pixels)
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=PNG_COMPRESSION)
+    return buffer.getvalue()
+
+
+def image_pixels(images: torch.Tensor) -> np.ndarray:
+    """One image ``(1, 1, H, W)`` (or ``(1, H, W)``/``(H, W)``) in [0, 1] → ``(H, W)`` uint8."""
+    x = images.detach().cpu().reshape(images.shape[-2:])
+    return x.mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def decode_to_png(model, z, scale: int = SCALE) -> bytes:
+    """PNG bytes of ``sigmoid(model.decode(z))`` for one code ``z`` ``(L,)`` or ``(1, L)``."""
+    z = viz.as_code(model, z, "z")
+    return to_png(image_pixels(viz.decode_images(model, z[None])), scale)
+
+
+def code_from_sliders(values, base: torch.Tensor) -> torch.Tensor:
+    """The code ``(L,)``: ``base`` with its first ``len(values)`` coordinates replaced."""
+    if len(values) > len(base):
+        raise ValueError(f"{len(values)} slider values for a code of length {len(base)}")
+    z = base.detach().clone().float()
+    z[: len(values)] = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    return z
+
+
+def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """``(1 - t) a + t b``: the point a fraction t of the way along the line from a to b."""
+    if not 0.0 <= float(t) <= 1.0:
+        raise ValueError(f"t must be in [0, 1]; got {t!r}")
+    return (1 - float(t)) * a + float(t) * b
+
+
+def describe_code(z: torch.Tensor) -> str:
+    """``"z = (0.35, −1.20)"``, as the explorers' readout shows it."""
+    return "z = (" + ", ".join(f"{float(v):.2f}".replace("-", "−") for v in z) + ")"
+
+
+class ScatterMarker:
+    """A latent scatter rendered ONCE; ``render(z)`` draws a marker at z on a copy (Pillow) and
+    returns PNG bytes, so moving the marker costs milliseconds.
+
+    ``codes`` ``(N, L)`` and integer ``labels`` ``(N,)`` (or None). L = 2 shows z₁, z₂ as they
+    are; L > 2 shows the PCA plane and places z by the same projection (exact: it is linear).
+    """
+
+    def __init__(self, codes: torch.Tensor, labels=None, *, label_name: str = "digit",
+                 size=(4.4, 3.6)):
+        L = codes.shape[1]
+        if L < 2:
+            raise ValueError("the scatter needs latent_dim >= 2")
+        xy, names, what, self._project = viz.project(codes, "auto")
+        fig = viz.new_figure(*size)
+        ax = fig.add_subplot()
+        viz.draw_scatter(fig, ax, xy, labels, names, label_name, equal=(L == 2), size=4.0)
+        ax.set_title("where z is (white ring)" if L == 2 else f"z in the {what}", fontsize=10)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        self.background = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+        self._to_pixels = ax.transData.frozen()
+        x0, y0, x1, y1 = ax.bbox.extents
+        height = self.background.height
+        self._box = (x0, height - y1, x1, height - y0)  # Pillow: y grows downward
+
+    def position(self, z) -> tuple[float, float, bool]:
+        """Pixel position of code ``z`` on the background, and whether it lies inside the axes
+        (outside, the marker is pinned to the edge)."""
+        x, y = self._to_pixels.transform(self._project(np.asarray(z, dtype=float))[0])
+        y = self.background.height - y
+        left, top, right, bottom = self._box
+        inside = left <= x <= right and top <= y <= bottom
+        return min(max(x, left), right), min(max(y, top), bottom), inside
+
+    def render(self, z) -> bytes:
+        """PNG bytes of the scatter with a ring at code ``z``."""
+        x, y, inside = self.position(z)
+        picture = self.background.copy()
+        draw = ImageDraw.Draw(picture)
+        r = 7
+        draw.ellipse((x - r - 2, y - r - 2, x + r + 2, y + r + 2), outline=(0, 0, 0), width=2)
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=3)
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(0, 0, 0) if inside else (160, 160, 160))
+        return to_png(np.asarray(picture), scale=1)
+
+
+def scatter_codes(model, scatter, max_points: int = 2000):
+    """``(codes, labels)`` from ``scatter``: ``(images, labels)``, ``(codes, labels)``, an
+    ``ImageData``, or images / codes alone."""
+    if hasattr(scatter, "images") and hasattr(scatter, "labels"):
+        data, labels = scatter.images, scatter.labels
+    elif isinstance(scatter, (tuple, list)) and len(scatter) == 2:
+        data, labels = scatter
+    elif isinstance(scatter, torch.Tensor):
+        data, labels = scatter, None
+    else:
+        raise TypeError("scatter must be (images, labels), (codes, labels), an ImageData from "
+                        f"load_mnist, or a tensor of images or codes; got {type(scatter).__name__}")
+    return viz.codes_and_labels(model, data, labels, max_points=max_points)
+
+
+# ---------------------------------------------------------------------------------------------
+# The widgets: they only wire the functions above.
+
+
+def _image_widget(png: bytes, scale: int, css: str) -> w.Image:
+    side = 28 * scale
+    image = w.Image(value=png, format="png", width=side, height=side)
+    image.add_class(css)
+    return image
+
+
+class _Explorer:
+    """Shared wiring: ``sliders``, ``image``, ``readout``, ``reset_button``, ``widget``."""
+
+    model: torch.nn.Module
+    sliders: list[w.FloatSlider]
+    image: w.Image
+    readout: w.HTML
+    reset_button: w.Button
+    widget: w.Widget
+    scale: int
+
+    def _wire(self) -> None:
+        self._holding = False
+        for slider in self.sliders:
+            slider.observe(self.update, names="value")
+        self.reset_button.on_click(self.reset)
+
+    def code(self) -> torch.Tensor:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def _start_values(self) -> list[float]:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def update(self, change=None) -> None:
+        """Decode the current code and show it (the slider callback)."""
+        if self._holding:
+            return
+        z = self.code()
+        self.image.value = decode_to_png(self.model, z, self.scale)
+        self._after_update(z)
+
+    def _after_update(self, z: torch.Tensor) -> None:
+        self.readout.value = f"<code>{describe_code(z)}</code>"
+
+    def reset(self, button=None) -> None:
+        """Put every slider back at its start value and redraw once."""
+        self._holding = True
+        try:
+            for slider, value in zip(self.sliders, self._start_values(), strict=True):
+                slider.value = value
+        finally:
+            self._holding = False
+        self.update()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class LatentExplorer(_Explorer):
+    """One slider per latent coordinate (at most ``max_sliders``), a Reset button, the decoded
+    image and, with ``scatter``, the latent scatter with a ring where z is.
+
+    Attributes tests and notebooks can drive: ``sliders``, ``image`` (PNG bytes in
+    ``image.value``), ``scatter_image``, ``readout``, ``reset_button``, ``start`` (the start
+    code), ``code()``, ``widget``.
+    """
+
+    def __init__(self, model, start=None, scatter=None, *, lim: float = 3.0, step: float = 0.05,
+                 scale: int = SCALE, max_sliders: int = MAX_SLIDERS, label_name: str = "digit"):
+        viz._check_model(model)
+        if not lim > 0 or not step > 0:
+            raise ValueError(f"lim and step must be positive; got lim={lim!r}, step={step!r}")
+        if not (isinstance(max_sliders, int) and max_sliders >= 1):
+            raise ValueError(f"max_sliders must be a positive integer; got {max_sliders!r}")
+        self.model, self.scale = model, scale
+        L = model.latent_dim
+        self.start = torch.zeros(L) if start is None else viz.as_code(model, start, "start")
+        n = min(L, max_sliders)
+        self.sliders = []
+        for i in range(n):
+            value = float(self.start[i])
+            bound = max(lim, math.ceil(abs(value) * 2) / 2)
+            slider = w.FloatSlider(value=value, min=-bound, max=bound, step=step,
+                                   description=viz.z_name(i), readout_format=".2f",
+                                   continuous_update=True,
+                                   layout=w.Layout(width=SLIDER_WIDTH))
+            slider.add_class("vaelab-z-slider")
+            self.sliders.append(slider)
+        self.reset_button = w.Button(description="Reset", icon="undo",
+                                     tooltip="back to the start code",
+                                     layout=w.Layout(width="90px"))
+        self.readout = w.HTML()
+        self.readout.add_class("vaelab-readout")
+        self.image = _image_widget(b"", scale, "vaelab-explorer-image")
+        self.scatter = None
+        self.scatter_image = None
+        if scatter is not None:
+            codes, labels = scatter_codes(model, scatter)
+            self.scatter = ScatterMarker(codes, labels, label_name=label_name)
+            self.scatter_image = w.Image(format="png")
+            self.scatter_image.add_class("vaelab-scatter-image")
+        controls = [*self.sliders]
+        if L > n:
+            controls.append(w.HTML(f"<i>Sliders for {viz.z_name(0)}…{viz.z_name(n - 1)} of "
+                                   f"{L} coordinates; the others stay at the start code.</i>"))
+        controls.append(w.HBox([self.reset_button, self.readout],
+                               layout=w.Layout(align_items="center")))
+        caption = w.HTML("<b>decoded image</b> sigmoid(decode(z))")
+        panels = [w.VBox(controls), w.VBox([caption, self.image])]
+        if self.scatter_image is not None:
+            panels.append(self.scatter_image)
+        self.widget = w.HBox(panels, layout=w.Layout(flex_flow="row wrap", align_items="center",
+                                                     grid_gap="12px"))
+        self._wire()
+        self.update()
+
+    def code(self) -> torch.Tensor:
+        """The current code ``(L,)``: slider values, the start code for coordinates without one."""
+        return code_from_sliders([s.value for s in self.sliders], self.start)
+
+    def _start_values(self) -> list[float]:
+        return [float(v) for v in self.start[: len(self.sliders)]]
+
+    def _after_update(self, z: torch.Tensor) -> None:
+        if self.scatter is not None:
+            self.scatter_image.value = self.scatter.render(z)
+        super()._after_update(z)
+
+
+class InterpolationExplorer(_Explorer):
+    """One slider t ∈ [0, 1] walking the straight line from x_a's code to x_b's code, with the
+    two ends shown beside the decoded image. Attributes: ``slider`` (also ``sliders[0]``),
+    ``image``, ``readout``, ``reset_button``, ``a``/``b`` (the end codes), ``code()``, ``widget``.
+    """
+
+    def __init__(self, model, x_a, x_b, *, step: float = 0.02, scale: int = SCALE):
+        viz._check_model(model)
+        if not 0 < step <= 1:
+            raise ValueError(f"step must be in (0, 1]; got {step!r}")
+        self.model, self.scale = model, scale
+        self.a = viz.as_code(model, x_a, "x_a")
+        self.b = viz.as_code(model, x_b, "x_b")
+        self.slider = w.FloatSlider(value=0.0, min=0.0, max=1.0, step=step, description="t",
+                                    readout_format=".2f", continuous_update=True,
+                                    layout=w.Layout(width=SLIDER_WIDTH))
+        self.slider.add_class("vaelab-t-slider")
+        self.sliders = [self.slider]
+        self.reset_button = w.Button(description="Reset", icon="undo", tooltip="back to t = 0",
+                                     layout=w.Layout(width="90px"))
+        self.readout = w.HTML()
+        self.readout.add_class("vaelab-readout")
+        self.image = _image_widget(b"", scale, "vaelab-explorer-image")
+        ends = [self._end(x, code, name) for x, code, name in
+                ((x_a, self.a, "x_a (t = 0)"), (x_b, self.b, "x_b (t = 1)"))]
+        middle = w.VBox([w.HTML("<b>decoded image</b> at t"), self.image])
+        self.widget = w.VBox([
+            w.HBox([self.slider, self.reset_button, self.readout],
+                   layout=w.Layout(align_items="center")),
+            w.HBox([ends[0], middle, ends[1]], layout=w.Layout(align_items="flex-end",
+                                                               grid_gap="12px")),
+        ])
+        self._wire()
+        self.update()
+
+    def _end(self, x, code: torch.Tensor, name: str) -> w.VBox:
+        x = torch.as_tensor(x)
+        if x.numel() == code.numel():  # a code: show what it decodes to
+            pixels = image_pixels(viz.decode_images(self.model, code[None]))
+        else:
+            pixels = image_pixels(x)
+        return w.VBox([w.HTML(name), _image_widget(to_png(pixels, self.scale // 2), self.scale // 2,
+                                                   "vaelab-end-image")])
+
+    def code(self) -> torch.Tensor:
+        """The code ``(1 - t) a + t b`` at the slider's t."""
+        return interpolate_codes(self.a, self.b, self.slider.value)
+
+    def _start_values(self) -> list[float]:
+        return [0.0]
+
+    def _after_update(self, z: torch.Tensor) -> None:
+        self.readout.value = f"<code>t = {self.slider.value:.2f}: {describe_code(z)}</code>"
+
+
+def latent_explorer(model, start=None, scatter=None, **options) -> LatentExplorer:
+    """Sliders for the latent coordinates of ``model`` and the image they decode to.
+
+    ``start``: one image ``(1, 1, 28, 28)`` (its posterior mean is the start code) or a code
+    ``(L,)``; default zeros. ``scatter``: ``(images, labels)`` or ``(codes, labels)`` to show
+    where z sits among encoded data (L = 2 as is; L > 2 in the PCA plane). Options: ``lim``
+    (slider range, default 3), ``step``, ``scale`` (pixels per image pixel), ``max_sliders``.
+    Display the returned object (last line of a cell) to show it.
+    """
+    return LatentExplorer(model, start, scatter, **options)
+
+
+def interpolation_explorer(model, x_a, x_b, **options) -> InterpolationExplorer:
+    """A slider t ∈ [0, 1] that walks from the code of ``x_a`` to the code of ``x_b`` (each one
+    image ``(1, 1, 28, 28)`` — its posterior mean — or a code ``(L,)``)."""
+    return InterpolationExplorer(model, x_a, x_b, **options)
