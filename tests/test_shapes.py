@@ -161,3 +161,17 @@ def test_clear_errors():
         TINY.render(torch.zeros(3, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="'scale' takes indices 0..1"):
         TINY.render(torch.tensor([[0, 2, 0, 0, 0]]))
+
+
+def test_plot_factors_shows_each_factor_in_a_row():
+    from matplotlib.figure import Figure
+
+    from vaelab.shapes import plot_factors
+
+    fig = plot_factors("tiny")
+    assert isinstance(fig, Figure)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == list(FACTORS)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3 + 2 + 5 + 3 + 3
+    assert [ax.get_xlabel() for ax in shown[:3]] == list(SHAPES)

@@ -66,7 +66,7 @@ def test_anchor_rate_changes_the_kl_term(small):
 def test_conv_vae_trains(small):
     x, xt = small
     torch.manual_seed(0)
-    history = fit(ConvVAE(4), x[:256], epochs=1, test_data=xt[:64], progress=False)
+    history = fit(ConvVAE(4), x[:128], epochs=1, test_data=xt[:32], progress=False)
     assert history.test[0]["total"] < 545
 
 

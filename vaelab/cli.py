@@ -68,7 +68,8 @@ def _student_notebooks(args) -> int:
     except (FileNotFoundError, student.SolutionCellError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(written)} student notebooks to {args.notebooks / student.STUDENT_DIR}")
+    n = len(written)
+    print(f"wrote {n} student notebook{'s' * (n != 1)} to {args.notebooks / student.STUDENT_DIR}")
     return 0
 
 

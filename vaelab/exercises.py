@@ -46,6 +46,14 @@ def _first_line(e: BaseException, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _describe(obj) -> str:
+    """``None``, ``an int``, ``a list``: what the student passed or returned."""
+    if obj is None:
+        return "None"
+    name = type(obj).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _hint(e: Exception, signature: str) -> str:
     msg = str(e)
     if isinstance(e, NameError):
@@ -82,7 +90,7 @@ def _checker(expects: str):
             try:
                 if not callable(fn):
                     raise _Problem(f"pass your function itself, e.g. check.{name}({name}); "
-                                   f"got a {type(fn).__name__}")
+                                   f"got {_describe(fn)}")
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     praise = body(fn)
@@ -121,7 +129,7 @@ def _tensor(out, what: str) -> torch.Tensor:
         raise _Problem(f"you returned a {type(out).__name__} (named terms); return only {what}")
     if not isinstance(out, torch.Tensor):
         kind = "a Python number (.item() cuts the gradient)" if isinstance(out, (int, float)) \
-            else f"a {type(out).__name__}"
+            else _describe(out)
         raise _Problem(f"return {what} as a torch.Tensor; got {kind}"
                        + (" — did you forget `return`?" if out is None else ""))
     return out
@@ -483,9 +491,8 @@ def _dedup(shapes: list[tuple]) -> list[tuple]:
 
 def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formula: str) -> None:
     if not isinstance(out, (list, tuple)) or isinstance(out, torch.Size):
-        raise _Problem(f"return a list with one shape per {layer} layer; got a "
-                       f"{type(out).__name__}" + (" — did you forget `return`?" if out is None
-                                                  else ""))
+        raise _Problem(f"return a list with one shape per {layer} layer; got {_describe(out)}"
+                       + (" — did you forget `return`?" if out is None else ""))
     shapes = []
     for s in out:
         if isinstance(s, torch.Tensor):

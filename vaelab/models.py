@@ -175,18 +175,20 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     A transposed convolution scatters ``x[n, :, i, j] @ W`` (a ``C_out × k × k`` patch per input
     pixel) onto the output at ``(i·s, j·s)``; the matrix multiply makes every patch at once and
-    ``F.fold`` sums the overlapping patches. PyTorch's own CPU kernel for this layer runs several
-    times below the machine's matrix-multiply speed on these small inputs (see
-    ``benchmarks/bench_training.py``). Other devices and options use the torch kernel.
+    ``F.fold`` sums the overlapping patches. PyTorch's own CPU kernel runs several times slower
+    than that when the input is one pixel (the layer is then exactly one matrix multiply) or the
+    patches are small (``C_out·k·k <= C_in``); elsewhere it is as fast or faster and is used.
+    Other devices and options also use the torch kernel. See ``benchmarks/bench_training.py``.
     """
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         if (x.device.type != "cpu" or output_size is not None or x.dim() != 4 or self.groups != 1
                 or self.padding != (0, 0) or self.output_padding != (0, 0)
-                or self.dilation != (1, 1)):
+                or self.dilation != (1, 1)
+                or not (x.shape[2] * x.shape[3] == 1 or self.out_channels * kh * kw <= x.shape[1])):
             return super().forward(x, output_size)
         n, c_in, h, w = x.shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         patches = x.flatten(2).transpose(1, 2) @ self.weight.reshape(c_in, -1)  # (N, h·w, C·k·k)
         out = F.fold(patches.transpose(1, 2), ((h - 1) * sh + kh, (w - 1) * sw + kw),
                      (kh, kw), stride=(sh, sw))

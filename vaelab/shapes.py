@@ -297,3 +297,47 @@ def load_shapes(grid: str | ShapesGrid = "small", *, n: int | None = None, seed:
         print(f"shapes: {count:,} images of {grid.size}×{grid.size} ({counts} grid "
               f"{'' if n is None else f'of {total:,}, random subset '}for {', '.join(FACTORS)})")
     return ShapesData(images, factors, grid.factor_values(factors), grid)
+
+
+def _value_label(name: str, value: float) -> str:
+    if name == "shape":
+        return SHAPES[int(value)]
+    if name == "orientation":
+        return f"{math.degrees(value):.0f}°"
+    return f"{value:.2f}"
+
+
+def plot_factors(grid: str | ShapesGrid = "small", base=None, max_values: int = 10):
+    """A ``Figure`` with one row per factor: that factor runs over its values (at most
+    ``max_values``, evenly spread), the others stay at ``base`` (factor indices ``(5,)``;
+    default: heart, largest scale, 0°, centre)."""
+    from matplotlib.figure import Figure
+
+    grid = _grid(grid)
+    counts = grid.counts
+    if base is None:
+        base = [2, counts[1] - 1, 0, counts[3] // 2, counts[4] // 2]
+    base = grid._check_factors(base)[0]
+    values = grid.values()
+    ncol = min(max_values, max(counts))
+    fig = Figure(figsize=(1.0 * ncol + 0.9, 1.15 * len(FACTORS)), layout="constrained")
+    axes = fig.subplots(len(FACTORS), ncol, squeeze=False)
+    for row, name in enumerate(FACTORS):
+        picks = np.unique(np.linspace(0, counts[row] - 1, min(ncol, counts[row])).round())
+        factors = base.repeat(len(picks), 1)
+        factors[:, row] = torch.as_tensor(picks, dtype=torch.int64)
+        images = grid.render(factors)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(picks):
+                ax.set_axis_off()
+                continue
+            ax.imshow(images[col, 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xlabel(_value_label(name, values[name][int(picks[col])]), fontsize=8,
+                          labelpad=2)
+        axes[row, 0].set_ylabel(name, fontsize=10)
+    fig.suptitle(f"One factor per row ({counts[0]} shapes, {counts[1]} scales, {counts[2]} "
+                 f"orientations, {counts[3]} × {counts[4]} positions); the others fixed",
+                 fontsize=10)
+    return fig

@@ -158,16 +158,17 @@ def student_notebook(nb: dict, source_name: str) -> dict:
             raise SolutionCellError(f"{source_name}, cell {number} is tagged {SOLUTION_TAG!r} "
                                     "but defines no function: put the solution in a top-level "
                                     "def (its body is what students write) or drop the tag")
-        cell["source"] = new
+        cell["source"] = new.splitlines(keepends=True)  # as Jupyter stores it
         tags = [EXERCISE_TAG if t == SOLUTION_TAG else t for t in tags]
         if can_raise(new, stubbed) and RAISES_TAG not in tags:
             tags.append(RAISES_TAG)
         cell.setdefault("metadata", {})["tags"] = tags
     note = nbformat.v4.new_markdown_cell(
         f"> **Student version** — generated from [`../{source_name}`](../{source_name}) by "
-        "`make student-notebooks`; do not edit by hand.\n"
+        "`make student-notebooks`; do not edit by hand.\n>\n"
         "> Exercise cells say `raise NotImplementedError`: replace that line with your code "
-        "and run the cell — the check under it tells you whether it works.")
+        "and run the cell — the check at the end of the cell tells you whether it works.")
+    note["source"] = note["source"].splitlines(keepends=True)
     if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5):
         note["id"] = "student-version-note"  # fixed, so regenerating gives identical files
     else:

@@ -158,6 +158,8 @@ def _as_images(images, name: str = "images") -> torch.Tensor:
     try:
         check_images(x)
     except (TypeError, ValueError) as err:
+        if name == "images":
+            raise
         raise type(err)(f"{name}: {err}") from None
     return x
 
@@ -448,7 +450,10 @@ def codes_and_labels(model, images, labels=None, max_points: int | None = 5000, 
         if len(labels) != len(x):
             raise ValueError(f"one label per image: got {len(x)} images, {len(labels)} labels")
     idx = _subsample(len(x), max_points, seed)
-    if x.dim() == 2 and x.shape[1] == model.latent_dim:
+    if x.dim() == 2:
+        if x.shape[1] != model.latent_dim:
+            raise ValueError(f"codes must have shape (N, {model.latent_dim}) for this model "
+                             f"(latent_dim={model.latent_dim}); got {tuple(x.shape)}")
         codes = x[idx].detach().float().cpu()
     else:
         x = _as_images(x[idx])

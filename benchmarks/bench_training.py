@@ -1,0 +1,183 @@
+"""How fast is ``vaelab.fit``? Side by side with the classic pytorch/examples VAE loop.
+
+Runs, in one process and on the same images:
+
+* the classic loop: torchvision ``MNIST`` + ``ToTensor`` + ``DataLoader(batch_size=128,
+  shuffle=True)``, the pytorch/examples loss (sigmoid + ``binary_cross_entropy`` summed, plus
+  the KL), Adam(lr=1e-3), training only;
+* ``vaelab.fit`` (batch 128, Adam lr=1e-3, progress bar off), same model class and start weights;
+* the machine's float32 matrix-multiply throughput (best of several 2048×2048 products),
+
+and prints, for ``VAE(latent_dim=20)`` and ``ConvVAE(latent_dim=10)``:
+
+* speed-up = classic seconds per epoch / vaelab seconds per epoch (goal: >= 2 for the MLP VAE);
+* FLOP ratio = vaelab seconds per epoch / (training FLOPs per epoch / matmul throughput), with
+  training FLOPs = 3 × the forward FLOPs counted by ``torch.utils.flop_counter`` (goal: <= 2);
+* test loss (negative ELBO, nats per image, same evaluator) after the same number of epochs,
+  mean ± std over seeds, for both loops started from the same weights.
+
+Usage: ``python benchmarks/bench_training.py [--quick] [--root FOLDER_WITH_MNIST]``.
+Images: full MNIST when its files are under ``--root``; otherwise the embedded 4,000-image
+subset, written to IDX files in a temporary folder so the classic loop reads it with torchvision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
+
+import vaelab
+from vaelab.models import VAE, ConvVAE
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 matrix-multiply throughput, GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def forward_flops_per_image(model: torch.nn.Module, batch: int = 128) -> float:
+    x = torch.rand(batch, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / batch
+
+
+def write_idx(images: torch.Tensor, labels: torch.Tensor, root: Path) -> None:
+    """Write images (N, 1, 28, 28) in [0, 1] as MNIST IDX files under root/MNIST/raw (the same
+    images serve as torchvision's train and t10k files; only the train split is read)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    pixels = (images.squeeze(1) * 255).round().to(torch.uint8).numpy()
+    n = len(pixels)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + pixels.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, n) + labels.to(torch.uint8).numpy().tobytes())
+
+
+def classic_epoch(model, loader, optimizer) -> None:
+    """One training epoch exactly as pytorch/examples vae/main.py does it on the CPU."""
+    model.train()
+    train_loss = 0.0
+    for data, _ in loader:
+        optimizer.zero_grad()
+        logits, mu, logvar = model(data)
+        recon = torch.sigmoid(logits)
+        bce = F.binary_cross_entropy(recon.view(-1, 784), data.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = bce + kld
+        loss.backward()
+        train_loss += loss.item()
+        optimizer.step()
+
+
+def compare(name, make_model, x, loader, test_x, *, timed_epochs, loss_epochs, seeds, peak):
+    torch.manual_seed(0)
+    model = make_model()
+    fwd = forward_flops_per_image(model)
+    train_flops = 3 * fwd * len(x)
+    bound = train_flops / (peak * 1e9)
+
+    start = copy.deepcopy(model.state_dict())
+    # vaelab: the first epoch is a warm-up; history.seconds times each epoch's training pass.
+    ours = vaelab.fit(model, x, epochs=timed_epochs + 1, progress=False, device="cpu").seconds[1:]
+    model.load_state_dict(start)
+    classic = []
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    classic_epoch(model, loader, opt)  # warm-up
+    for _ in range(timed_epochs):
+        classic.append(_timed(lambda: classic_epoch(model, loader, opt)))
+    t_ours, t_classic = statistics.median(ours), statistics.median(classic)
+
+    print(f"\n{name}: {fwd / 1e6:.2f} MFLOP forward per image, training ≈ 3× = "
+          f"{3 * fwd / 1e6:.2f} MFLOP per image, {train_flops / 1e9:.1f} GFLOP per epoch "
+          f"of {len(x):,} images")
+    print(f"  seconds per epoch (median of {timed_epochs}): vaelab.fit {t_ours:.2f} s, "
+          f"classic loop {t_classic:.2f} s, matmul bound {bound:.2f} s")
+    print(f"  speed-up over the classic loop: {t_classic / t_ours:.2f}×")
+    print(f"  vaelab.fit time / FLOP bound:   {t_ours / bound:.2f}×")
+
+    if loss_epochs:
+        losses = {"vaelab.fit": [], "classic": []}
+        for seed in seeds:
+            torch.manual_seed(seed)
+            init = make_model().state_dict()
+            a, b = make_model(), make_model()
+            a.load_state_dict(init)
+            b.load_state_dict(init)
+            vaelab.fit(a, x, epochs=loss_epochs, seed=seed, progress=False, device="cpu")
+            torch.manual_seed(seed)
+            opt = torch.optim.Adam(b.parameters(), lr=1e-3)
+            for _ in range(loss_epochs):
+                classic_epoch(b, loader, opt)
+            for key, m in (("vaelab.fit", a), ("classic", b)):
+                losses[key].append(vaelab.evaluate(m, test_x, seed=123)["total"])
+        summary = ", ".join(f"{k} {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}"
+                            for k, v in losses.items())
+        print(f"  test loss after {loss_epochs} epochs (nats per image, mean ± std over seeds "
+              f"{list(seeds)}): {summary}")
+    return t_classic / t_ours, t_ours / bound
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=None, help="folder with full MNIST files")
+    p.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
+    p.add_argument("--skip-conv", action="store_true")
+    args = p.parse_args(argv)
+
+    train_set = vaelab.load_mnist(True, args.root, download=False)
+    test_set = vaelab.load_mnist(False, args.root, download=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.root) if train_set.source == "files" else Path(tmp)
+        if train_set.source != "files":
+            write_idx(train_set.images, train_set.labels, root)
+        mnist = datasets.MNIST(str(root), train=True, download=False,
+                               transform=transforms.ToTensor())
+        assert torch.equal(mnist[0][0], train_set.images[0]), "the two loops see other images"
+        loader = DataLoader(mnist, batch_size=128, shuffle=True)
+
+        peak_before = matmul_gflops()
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"float32 matmul throughput {peak_before:.1f} GFLOP/s (2048×2048, best of 5)")
+        quick = args.quick
+        results = {"VAE(latent_dim=20)": compare(
+            "VAE(latent_dim=20)", lambda: VAE(20), train_set.images, loader, test_set.images,
+            timed_epochs=3 if quick else 5, loss_epochs=3 if quick else 10,
+            seeds=(0, 1) if quick else (0, 1, 2), peak=peak_before)}
+        if not args.skip_conv:
+            results["ConvVAE(latent_dim=10)"] = compare(
+                "ConvVAE(latent_dim=10)", lambda: ConvVAE(10), train_set.images, loader,
+                test_set.images, timed_epochs=1 if quick else 3, loss_epochs=1 if quick else 3,
+                seeds=(0, 1) if quick else (0, 1, 2), peak=peak_before)
+        peak_after = matmul_gflops()
+        print(f"\nmatmul throughput at the end: {peak_after:.1f} GFLOP/s "
+              f"({100 * (peak_after / peak_before - 1):+.0f}% vs the start)")
+        print("\nsummary (goal: speed-up >= 2 for the MLP VAE; time / FLOP bound <= 2)")
+        for name, (speedup, ratio) in results.items():
+            print(f"  {name:24s} speed-up {speedup:5.2f}×   time / FLOP bound {ratio:5.2f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The β sweep: one cached model per (β, seed), a cached table, and its two plots."""
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from vaelab import metrics
+from vaelab.models import VAE
+from vaelab.shapes import load_shapes
+from vaelab.sweep import SweepResult, beta_sweep, plot_mig, plot_rate_distortion
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_shapes("tiny", verbose=False)
+
+
+def make():
+    return VAE(latent_dim=3, hidden=(16,), image_size=16)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("sweep")
+
+
+@pytest.fixture(scope="module")
+def result(shapes, folder):
+    return beta_sweep(shapes, [0.5, 4], [0, 1], make, epochs=2, factors=shapes.factors,
+                      name="t", folder=folder, batch_size=64, verbose=False)
+
+
+def test_table_has_one_row_per_model(result):
+    assert isinstance(result, SweepResult)
+    t = result.table
+    assert isinstance(t, pd.DataFrame) and len(t) == 4
+    assert sorted(zip(t["beta"], t["seed"], strict=True)) == [(0.5, 0), (0.5, 1), (4, 0), (4, 1)]
+    for col in ("rate", "distortion", "elbo", "active_units", "mig", "mig_shape", "mig_scale",
+                "mig_orientation", "mig_x", "mig_y", "train_seconds"):
+        assert col in t, col
+    assert ((t["rate"] >= 0) & (t["distortion"] > 0)).all()
+    pd.testing.assert_series_equal(t["elbo"], -(t["rate"] + t["distortion"]), check_names=False)
+    assert t["mig"].between(0, 1).all() and t["active_units"].between(0, 3).all()
+    assert result.factor_names == ("shape", "scale", "orientation", "x", "y")
+
+
+def test_table_values_are_the_metrics_of_the_models(result, shapes):
+    row = result.table.iloc[0]
+    model = result.models[row["beta"], row["seed"]]
+    rd = metrics.rate_distortion(model, shapes)
+    assert row["rate"] == pytest.approx(rd.rate) and row["distortion"] == pytest.approx(
+        rd.distortion)
+    codes = model.encode_means(shapes.images)
+    assert row["mig"] == pytest.approx(metrics.mutual_info_gap(codes, shapes.factors).mig)
+    assert row["active_units"] == metrics.active_units(codes).count
+    assert result.model(4, 1) is result.models[4.0, 1]
+
+
+def test_models_differ_by_beta_and_seed(result):
+    w = {k: next(m.parameters()).detach().clone() for k, m in result.models.items()}
+    assert not torch.equal(w[0.5, 0], w[0.5, 1]) and not torch.equal(w[0.5, 0], w[4.0, 0])
+    assert len(result.histories[4.0, 0]) == 2
+
+
+def test_second_run_loads_models_and_table(result, shapes, folder, capsys):
+    again = beta_sweep(shapes, [0.5, 4], [0, 1], make, epochs=2, factors=shapes.factors,
+                       name="t", folder=folder, batch_size=64)
+    said = capsys.readouterr().out
+    assert "0 trained, 4 loaded" in said and "table loaded" in said
+    pd.testing.assert_frame_equal(again.table, result.table)
+    for key, model in result.models.items():
+        torch.testing.assert_close(again.models[key].state_dict(), model.state_dict())
+    assert len(list(folder.glob("t-beta*-seed*-*.pt"))) == 4
+
+
+def test_other_settings_are_not_mixed_up(result, shapes, folder):
+    other = beta_sweep(shapes, [4], [0], make, epochs=1, factors=shapes.factors, name="t",
+                       folder=folder, batch_size=64, verbose=False)
+    assert len(other.histories[4.0, 0]) == 1
+    assert not torch.equal(next(other.models[4.0, 0].parameters()),
+                           next(result.models[4.0, 0].parameters()))
+
+
+def test_without_factors_and_with_test_data(shapes, tmp_path):
+    train, test = shapes.images[::2], shapes.images[1::2]
+    r = beta_sweep(train, [1], [0], make, epochs=1, test_data=test, folder=tmp_path,
+                   verbose=False)
+    assert "mig" not in r.table and r.factor_names == ()
+    rd = metrics.rate_distortion(r.models[1.0, 0], test)
+    assert r.table["distortion"].iloc[0] == pytest.approx(rd.distortion)
+    assert isinstance(plot_rate_distortion(r), Figure)
+    with pytest.raises(ValueError, match="factors"):
+        plot_mig(r)
+
+
+def test_summary_has_mean_and_std_per_beta(result):
+    s = result.summary()
+    assert list(s.index) == [0.5, 4.0]
+    assert ("mig", "mean") in s.columns and ("rate", "std") in s.columns
+
+
+def test_plots_return_figures_with_every_model(result):
+    fig = plot_rate_distortion(result)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 4
+    assert "rate" in ax.get_xlabel() and "distortion" in ax.get_ylabel()
+    assert any(line.get_linestyle() == "--" for line in ax.lines)  # lines of equal ELBO
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == ["0.5", "4"]
+    fig = plot_mig(result)
+    ax = fig.axes[0]
+    assert isinstance(fig, Figure) and ax.get_xlabel() == "β"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "4"]
+
+
+def test_clear_errors(shapes, tmp_path):
+    with pytest.raises(ValueError, match="factors must be"):
+        beta_sweep(shapes, [1], [0], make, epochs=1, factors=shapes.factors[:10],
+                   folder=tmp_path)
+    with pytest.raises(ValueError, match="must not repeat"):
+        beta_sweep(shapes, [1, 1], [0], make, epochs=1, folder=tmp_path)
+    with pytest.raises(ValueError, match="seeds"):
+        beta_sweep(shapes, [1], [], make, epochs=1, folder=tmp_path)
+    with pytest.raises(ValueError, match="betas"):
+        beta_sweep(shapes, [-1], [0], make, epochs=1, folder=tmp_path)

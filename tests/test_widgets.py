@@ -1,0 +1,232 @@
+"""vaelab.widgets: drive the explorers from Python by setting slider values."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaelab import VAE, viz, widgets
+
+
+def tiny(latent_dim: int):
+    torch.manual_seed(0)
+    return VAE(latent_dim=latent_dim, hidden=(32,)).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10
+
+
+def pixels(png: bytes, scale: int = widgets.SCALE) -> np.ndarray:
+    """The 28×28 grey image inside an explorer's PNG (every pixel is a scale×scale block)."""
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert picture.shape == (28 * scale, 28 * scale)
+    blocks = picture.reshape(28, scale, 28, scale)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "pixels must be upscaled by nearest neighbour"
+    return blocks[:, 0, :, 0]
+
+
+def expected(model, z) -> np.ndarray:
+    """sigmoid(decode(z)) as 0..255, computed here without the widgets module."""
+    with torch.no_grad():
+        image = torch.sigmoid(model.decode(torch.as_tensor(z, dtype=torch.float32)[None]))
+    return (image[0, 0] * 255).round().numpy()
+
+
+def test_decode_to_png_is_the_decoded_image():
+    model = tiny(2)
+    z = torch.tensor([0.7, -1.3])
+    png = widgets.decode_to_png(model, z)
+    assert png.startswith(b"\x89PNG")
+    np.testing.assert_array_equal(pixels(png), expected(model, z))
+    assert widgets.decode_to_png(model, z[None]) == png
+    with pytest.raises(ValueError, match="latent_dim=2"):
+        widgets.decode_to_png(model, torch.zeros(3))
+
+
+def test_one_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with widgets.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_code_from_sliders_and_interpolate():
+    base = torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(widgets.code_from_sliders([0.5, -0.5], base),
+                               torch.tensor([0.5, -0.5, 3.0]))
+    torch.testing.assert_close(base, torch.tensor([1.0, 2.0, 3.0]))  # not modified
+    with pytest.raises(ValueError, match="4 slider values"):
+        widgets.code_from_sliders([0.0] * 4, base)
+    a, b = torch.zeros(2), torch.tensor([2.0, 4.0])
+    torch.testing.assert_close(widgets.interpolate_codes(a, b, 0.25), torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"t must be in \[0, 1\]"):
+        widgets.interpolate_codes(a, b, 1.5)
+
+
+def test_explorer_sliders_drive_the_image():
+    model = tiny(2)
+    ex = widgets.latent_explorer(model)
+    assert [s.description for s in ex.sliders] == ["z₁", "z₂"]
+    assert [s.value for s in ex.sliders] == [0.0, 0.0]
+    first = ex.image.value
+    np.testing.assert_array_equal(pixels(first), expected(model, [0.0, 0.0]))
+
+    ex.sliders[0].value = 1.5
+    ex.sliders[1].value = -2.0
+    assert ex.image.value != first
+    torch.testing.assert_close(ex.code(), torch.tensor([1.5, -2.0]))
+    np.testing.assert_array_equal(pixels(ex.image.value), expected(model, [1.5, -2.0]))
+    assert ex.image.value == widgets.decode_to_png(model, torch.tensor([1.5, -2.0]))
+    assert ex.readout.value == "<code>z = (1.50, −2.00)</code>"
+
+    ex.reset_button.click()
+    assert [s.value for s in ex.sliders] == [0.0, 0.0]
+    assert ex.image.value == first
+
+
+def test_explorer_starts_at_an_images_posterior_mean(data):
+    x, _ = data
+    model = tiny(2)
+    ex = widgets.latent_explorer(model, start=x[3:4])
+    mu = model.encode_means(x[3:4])[0]
+    torch.testing.assert_close(ex.start, mu)
+    assert [s.value for s in ex.sliders] == pytest.approx(mu.tolist())
+    np.testing.assert_array_equal(pixels(ex.image.value), expected(model, mu))
+    ex.sliders[0].value = 2.0
+    ex.reset()
+    assert ex.image.value == widgets.decode_to_png(model, mu)
+
+
+def test_explorer_slider_range_covers_the_start():
+    ex = widgets.latent_explorer(tiny(2), start=torch.tensor([4.2, -0.3]))
+    assert (ex.sliders[0].min, ex.sliders[0].max) == (-4.5, 4.5)
+    assert (ex.sliders[1].min, ex.sliders[1].max) == (-3.0, 3.0)
+    assert ex.sliders[0].value == pytest.approx(4.2)
+
+
+def test_explorer_many_dims_shows_the_first_ten():
+    model = tiny(12)
+    start = torch.linspace(-1, 1, 12)
+    ex = widgets.latent_explorer(model, start=start)
+    assert len(ex.sliders) == 10
+    assert ex.sliders[-1].description == "z₁₀"
+    ex.sliders[9].value = 2.5
+    z = ex.code()
+    assert z[9] == 2.5
+    torch.testing.assert_close(z[10:], start[10:])  # no slider: held at the start code
+    np.testing.assert_array_equal(pixels(ex.image.value), expected(model, z))
+    notes = [c.value for box in ex.widget.children for c in getattr(box, "children", ())
+             if hasattr(c, "value") and "others stay" in str(c.value)]
+    assert notes and "12 coordinates" in notes[0]
+
+
+def test_explorer_scatter_marker_follows_z(data):
+    x, y = data
+    model = tiny(2)
+    ex = widgets.latent_explorer(model, scatter=(x, y))
+    assert ex.scatter_image is not None
+    first = ex.scatter_image.value
+    x0, y0, _ = ex.scatter.position(ex.code())
+    ex.sliders[0].value = 0.4
+    assert ex.scatter_image.value != first
+    x1, y1, _ = ex.scatter.position(ex.code())
+    assert x1 > x0 and y1 == pytest.approx(y0)  # z₁ up: the marker moves right only
+    ex.sliders[1].value = 0.4
+    x2, y2, _ = ex.scatter.position(ex.code())
+    assert y2 < y1  # z₂ up: the marker moves up (pixel rows count downward)
+
+    # The marker's centre dot is black; the background there was not drawn on.
+    shown = np.asarray(Image.open(io.BytesIO(ex.scatter_image.value)).convert("RGB"))
+    assert (shown[round(y2), round(x2)] == 0).all()
+    assert shown.shape[:2] == (ex.scatter.background.height, ex.scatter.background.width)
+    for slider in ex.sliders:  # the plot covers the sliders' range
+        slider.value = slider.max
+    assert ex.scatter.position(ex.code())[2]
+
+
+def test_marker_is_pinned_to_the_edge_outside_the_plot(data):
+    x, y = data
+    marker = widgets.ScatterMarker(tiny(2).encode_means(x), y.numpy())
+    _, _, inside = marker.position(torch.tensor([0.0, 0.0]))
+    assert inside
+    px, py, inside = marker.position(torch.tensor([1e3, 0.0]))
+    assert not inside and px == pytest.approx(marker._box[2])
+
+
+def test_explorer_scatter_accepts_codes_and_more_dims(data):
+    x, y = data
+    model = tiny(2)
+    codes = model.encode_means(x)
+    ex = widgets.latent_explorer(model, scatter=(codes, y))
+    assert ex.scatter_image.value
+    ex5 = widgets.latent_explorer(tiny(5), scatter=(x, y))  # PCA plane for L > 2
+    before = ex5.scatter_image.value
+    ex5.sliders[0].value = 2.0
+    assert ex5.scatter_image.value != before
+
+
+def test_interpolation_explorer_walks_from_a_to_b(data):
+    x, _ = data
+    model = tiny(2)
+    ie = widgets.interpolation_explorer(model, x[:1], x[1:2])
+    a, b = model.encode_means(x[:2])
+    assert ie.slider.description == "t" and ie.sliders == [ie.slider]
+    torch.testing.assert_close(ie.code(), a)
+    np.testing.assert_array_equal(pixels(ie.image.value), expected(model, a))
+    start = ie.image.value
+    ie.slider.value = 1.0
+    torch.testing.assert_close(ie.code(), b)
+    ie.slider.value = 0.25
+    mid = 0.75 * a + 0.25 * b
+    assert ie.image.value == widgets.decode_to_png(model, mid)
+    assert ie.readout.value.startswith("<code>t = 0.25: z = (")
+    ie.reset_button.click()
+    assert ie.slider.value == 0.0 and ie.image.value == start
+
+
+def test_interpolation_explorer_accepts_codes():
+    model = tiny(3)
+    ie = widgets.interpolation_explorer(model, torch.zeros(3), torch.ones(3))
+    ie.slider.value = 0.5
+    torch.testing.assert_close(ie.code(), torch.full((3,), 0.5))
+
+
+def test_explorers_display_as_their_widget():
+    ex = widgets.latent_explorer(tiny(2))
+    bundle = ex._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+    assert "vaelab-explorer" in ex.widget._dom_classes
+
+
+def test_bad_input_says_what_to_do(data):
+    x, _ = data
+    model = tiny(2)
+    with pytest.raises(ValueError, match=r"latent_dim=2"):
+        widgets.latent_explorer(model, start=torch.zeros(5))
+    with pytest.raises(ValueError, match="ONE image"):
+        widgets.latent_explorer(model, start=x[:2])
+    with pytest.raises(ValueError, match="divide by 255"):
+        widgets.latent_explorer(model, start=x[:1] * 255)
+    with pytest.raises(TypeError, match="scatter must be"):
+        widgets.latent_explorer(model, scatter="digits")
+    with pytest.raises(ValueError, match="max_sliders"):
+        widgets.latent_explorer(model, max_sliders=0)
+    with pytest.raises(TypeError, match="vaelab model"):
+        widgets.latent_explorer(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="x_b"):
+        widgets.interpolation_explorer(model, x[:1], torch.zeros(7))
+
+
+def test_callbacks_match_viz_decoding():
+    """The explorer and the static plots decode the same way."""
+    model = tiny(2)
+    z = torch.tensor([[0.3, 0.9]])
+    from_viz = (viz.decode_images(model, z)[0, 0] * 255).round().numpy()
+    np.testing.assert_array_equal(pixels(widgets.decode_to_png(model, z[0])), from_viz)
