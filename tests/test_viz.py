@@ -348,3 +348,13 @@ def test_backend_untouched():
     backend = matplotlib.get_backend()
     viz.prior_samples(tiny(2), n=4)
     assert matplotlib.get_backend() == backend
+
+
+def test_other_image_sizes():
+    torch.manual_seed(0)
+    model = VAE(latent_dim=2, hidden=(16,), image_size=16).eval()
+    grid = only_image(viz.latent_grid(model, n=4))
+    assert grid.shape == (4 * 16 + 5 * viz.PAD,) * 2
+    assert only_image(viz.traversal_grid(model, steps=3)).shape == (2 * 18 + 2, 3 * 18 + 2)
+    x = torch.rand(3, 1, 16, 16)
+    assert only_image(viz.interpolation_row(model, x, steps=2)).shape == (18 + 2, 3 * 18 + 2)

@@ -23,11 +23,11 @@ def data():
     return torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10
 
 
-def pixels(png: bytes, scale: int = widgets.SCALE) -> np.ndarray:
-    """The 28×28 grey image inside an explorer's PNG (every pixel is a scale×scale block)."""
+def pixels(png: bytes, scale: int = widgets.SCALE, size: int = 28) -> np.ndarray:
+    """The size×size grey image inside an explorer's PNG (each pixel a scale×scale block)."""
     picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-    assert picture.shape == (28 * scale, 28 * scale)
-    blocks = picture.reshape(28, scale, 28, scale)
+    assert picture.shape == (size * scale, size * scale)
+    blocks = picture.reshape(size, scale, size, scale)
     assert (blocks == blocks[:, :1, :, :1]).all(), "pixels must be upscaled by nearest neighbour"
     return blocks[:, 0, :, 0]
 
@@ -230,3 +230,14 @@ def test_callbacks_match_viz_decoding():
     z = torch.tensor([[0.3, 0.9]])
     from_viz = (viz.decode_images(model, z)[0, 0] * 255).round().numpy()
     np.testing.assert_array_equal(pixels(widgets.decode_to_png(model, z[0])), from_viz)
+
+
+def test_other_image_sizes():
+    """Models for other square images (e.g. 16×16 shapes) get a matching, sharp picture."""
+    torch.manual_seed(0)
+    model = VAE(latent_dim=3, hidden=(16,), image_size=16).eval()
+    ex = widgets.latent_explorer(model, start=torch.rand(1, 1, 16, 16), scale=5)
+    assert (ex.image.width, ex.image.height) == ("80", "80")  # ipywidgets keeps strings
+    ex.sliders[2].value = -1.0
+    np.testing.assert_array_equal(pixels(ex.image.value, scale=5, size=16),
+                                  expected(model, ex.code()))

@@ -28,6 +28,7 @@ SCALE = 8            # a 28-pixel digit is shown 224 pixels wide (nearest neighb
 MAX_SLIDERS = 10
 SLIDER_WIDTH = "360px"
 SLIDER_STYLE = {"description_width": "32px"}  # room for "z₁₀"; the rest goes to the track
+BUTTON_LAYOUT = {"width": "90px", "min_width": "90px", "flex": "0 0 auto"}
 PNG_COMPRESSION = 1  # fast zlib level: encoding must not slow a slider down
 
 
@@ -172,9 +173,10 @@ def scatter_codes(model, scatter, max_points: int = 2000):
 # The widgets: they only wire the functions above.
 
 
-def _image_widget(png: bytes, scale: int, css: str) -> w.Image:
-    side = 28 * scale
-    image = w.Image(value=png, format="png", width=side, height=side)
+def _image_widget(png: bytes, shape, scale: int, css: str) -> w.Image:
+    """An Image widget showing ``png``, an image of ``shape[-2:]`` pixels upscaled ``scale``×."""
+    height, width = shape[-2:]
+    image = w.Image(value=png, format="png", width=width * scale, height=height * scale)
     image.add_class(css)
     return image
 
@@ -264,10 +266,10 @@ class LatentExplorer(_Explorer):
             self.sliders.append(slider)
         self.reset_button = w.Button(description="Reset", icon="undo",
                                      tooltip="back to the start code",
-                                     layout=w.Layout(width="90px"))
+                                     layout=BUTTON_LAYOUT)
         self.readout = w.HTML()
         self.readout.add_class("vaelab-readout")
-        self.image = _image_widget(b"", scale, "vaelab-explorer-image")
+        self.image = _image_widget(b"", model.image_shape, scale, "vaelab-explorer-image")
         self.scatter = None
         self.scatter_image = None
         if scatter is not None:
@@ -280,9 +282,10 @@ class LatentExplorer(_Explorer):
             controls.append(w.HTML(f"<i>Sliders for {viz.z_name(0)}…{viz.z_name(n - 1)} of "
                                    f"{L} coordinates; the others stay at the start code.</i>"))
         controls.append(w.HBox([self.reset_button, self.readout],
-                               layout=w.Layout(align_items="center")))
+                               layout=w.Layout(align_items="center", grid_gap="8px")))
         caption = w.HTML("<b>decoded image</b> sigmoid(decode(z))")
-        panels = [w.VBox(controls), w.VBox([caption, self.image])]
+        panels = [w.VBox(controls, layout=w.Layout(width=SLIDER_WIDTH)),
+                  w.VBox([caption, self.image])]
         if self.scatter_image is not None:
             panels.append(self.scatter_image)
         self.widget = w.HBox(panels, layout=w.Layout(flex_flow="row wrap", align_items="center",
@@ -323,10 +326,10 @@ class InterpolationExplorer(_Explorer):
         self.slider.add_class("vaelab-t-slider")
         self.sliders = [self.slider]
         self.reset_button = w.Button(description="Reset", icon="undo", tooltip="back to t = 0",
-                                     layout=w.Layout(width="90px"))
+                                     layout=BUTTON_LAYOUT)
         self.readout = w.HTML()
         self.readout.add_class("vaelab-readout")
-        self.image = _image_widget(b"", scale, "vaelab-explorer-image")
+        self.image = _image_widget(b"", model.image_shape, scale, "vaelab-explorer-image")
         ends = [self._end(x, code, name) for x, code, name in
                 ((x_a, self.a, "x_a (t = 0)"), (x_b, self.b, "x_b (t = 1)"))]
         middle = w.VBox([w.HTML("<b>decoded image</b> at t"), self.image])
@@ -346,7 +349,8 @@ class InterpolationExplorer(_Explorer):
             pixels = image_pixels(viz.decode_images(self.model, code[None]))
         else:
             pixels = image_pixels(x)
-        return w.VBox([w.HTML(name), _image_widget(to_png(pixels, self.scale // 2), self.scale // 2,
+        small = max(1, self.scale // 2)
+        return w.VBox([w.HTML(name), _image_widget(to_png(pixels, small), pixels.shape, small,
                                                    "vaelab-end-image")])
 
     def code(self) -> torch.Tensor:
