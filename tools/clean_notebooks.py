@@ -1,10 +1,11 @@
-"""Scrub notebook metadata so diffs stay readable: kernel ``python3``, no widget state,
-no execution timing, no cell ids churn. Outputs stay. Usage: python tools/clean_notebooks.py NB..."""
+"""Scrub notebooks so diffs stay readable: kernel ``python3``, no widget state or widget outputs,
+no execution timing. Other outputs stay. Usage: python tools/clean_notebooks.py NB.ipynb..."""
 
 import json
 import sys
 from pathlib import Path
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -18,13 +19,12 @@ def clean(nb: dict) -> dict:
         keep = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
         cell["metadata"] = keep
         if cell["cell_type"] == "code":
-            for out in cell.get("outputs", []):
+            # A widget (progress bar, explorer) has no meaning without a kernel: drop the whole
+            # output, including its "HBox(children=...)" / "0%|" text fallback.
+            cell["outputs"] = [o for o in cell.get("outputs", [])
+                               if WIDGET not in o.get("data", {})]
+            for out in cell["outputs"]:
                 out.get("metadata", {}).pop("execution", None)
-                data = out.get("data", {})
-                data.pop("application/vnd.jupyter.widget-view+json", None)
-                if out.get("output_type") in ("display_data", "execute_result") and not data:
-                    out["_drop"] = True
-            cell["outputs"] = [o for o in cell.get("outputs", []) if not o.get("_drop")]
     return nb
 
 
