@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vaelab import VAE, evaluate, load_mnist
+from vaelab import VAE, evaluate
 from vaelab.losses import (
     anchor_kl,
     anchor_prior_mean,
@@ -28,11 +28,6 @@ def bar(top: int, bottom: int, left: int, right: int, size: int = 28) -> torch.T
     x = torch.zeros(1, 1, size, size)
     x[..., top:bottom + 1, left:right + 1] = 1.0
     return x
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist(verbose=False)
 
 
 # --- the maps --------------------------------------------------------------------------------
@@ -96,15 +91,16 @@ def test_donutness_is_a_difference_of_ink_shares():
 
 
 def test_mnist_zeros_score_highest_and_ones_lowest(mnist):
-    d = donutness(mnist.images)
+    train, _ = mnist                                   # the embedded subset (conftest)
+    d = donutness(train.images)
     assert d.min() >= -1 and d.max() <= 1
-    means = torch.stack([d[mnist.labels == k].mean() for k in range(10)])
+    means = torch.stack([d[train.labels == k].mean() for k in range(10)])
     assert means.argmax() == 0 and means.argmin() == 1
     assert means[0] > 0.4 and means[1] < -0.2
     assert (means[[2, 3, 4, 5, 6, 7, 8, 9]] > 0).all()   # only the 1s lean to the stick
     # most single images agree with their digit's sign
-    assert (d[mnist.labels == 0] > 0).float().mean() > 0.95
-    assert (d[mnist.labels == 1] < 0).float().mean() > 0.85
+    assert (d[train.labels == 0] > 0).float().mean() > 0.95
+    assert (d[train.labels == 1] < 0).float().mean() > 0.85
 
 
 # --- the shifted prior -----------------------------------------------------------------------
@@ -144,7 +140,7 @@ def test_the_shift_pulls_donuts_up_and_sticks_down():
 def test_training_path_uses_the_anchor_kl(mnist):
     torch.manual_seed(0)
     model = VAE(latent_dim=2, hidden=(32,))
-    x = mnist.images[:200]
+    x = mnist[0].images[:200]
     with torch.no_grad():
         logits, mu, logvar = model(x)
     want = anchor_kl(mu, logvar, x, 2.5).mean()

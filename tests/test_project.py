@@ -21,7 +21,8 @@ def test_environment_yml_matches_pyproject():
     pip = dict(_requirement(r) for r in project["dependencies"]
                + project["optional-dependencies"]["dev"])
     conda = {}
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("\ndependencies:\n", 1)[1].splitlines():
         m = re.fullmatch(r"  - ([A-Za-z][\w.\-]*)\s*(.*)", line)
         if m and m.group(1) not in ("python", "pip"):
             conda[m.group(1).lower()] = m.group(2).replace(" ", "")
