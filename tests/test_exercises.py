@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaelab import losses
-from vaelab.exercises import FAILED, NOT_YET, PASSED, check
+from vaelab.exercises import FAILED, NOT_YET, PASSED, Verdict, check
 from vaelab.models import ConvVAE
 
 
@@ -15,7 +15,7 @@ def verdict(checker, fn, capsys) -> tuple[bool, str]:
     ok = checker(fn)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, lines
-    assert isinstance(ok, bool)
+    assert isinstance(ok, Verdict)
     assert lines[0].startswith(PASSED if ok else (FAILED, NOT_YET)), lines[0]
     return ok, lines[0]
 

@@ -79,6 +79,30 @@ def _call(fn, signature: str, *args):
                        f"{_hint(e, signature)}") from e
 
 
+class Verdict:
+    """A checker's result: true when the function passed. Shows nothing in a notebook (the
+    checker has already printed its one line), so a cell ending in a check shows no "True"."""
+
+    __slots__ = ("passed",)
+
+    def __init__(self, passed: bool):
+        self.passed = bool(passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other) -> bool:
+        return self.passed == bool(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Verdict(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def _checker(expects: str):
     """Wrap ``body(fn) -> praise`` into a checker that prints one line and returns a bool."""
 
@@ -86,7 +110,7 @@ def _checker(expects: str):
         name = body.__name__
 
         @functools.wraps(body)
-        def run(fn) -> bool:
+        def run(fn) -> Verdict:
             try:
                 if not callable(fn):
                     raise _Problem(f"pass your function itself, e.g. check.{name}({name}); "
@@ -97,19 +121,20 @@ def _checker(expects: str):
             except _NotWritten:
                 print(f"{NOT_YET} {name}: not written yet — replace `raise NotImplementedError` "
                       "with your code")
-                return False
+                return Verdict(False)
             except _Problem as p:
                 print(f"{FAILED} {name}: {p}")
-                return False
+                return Verdict(False)
             except Exception as e:  # the result tripped the checker up: say what was expected
                 print(f"{FAILED} {name}: could not check the result ({type(e).__name__}: "
                       f"{_first_line(e)}) — the function should return {expects}")
-                return False
+                return Verdict(False)
             print(f"{PASSED} {name}: passed — {praise}")
-            return True
+            return Verdict(True)
 
         run.__doc__ = (body.__doc__ or "") + (
-            "\n\nPrints one line (passed, or the mistake and a hint) and returns True/False; "
+            "\n\nPrints one line (passed, or the mistake and a hint) and returns a Verdict that is "
+            "true when it passed; "
             "never raises.")
         return run
 
