@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vaelab-installed
 
-.PHONY: lab test lint unit notebooks student-notebooks bench clean-notebooks
+.PHONY: lab test notebooks student-notebooks bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vaelab needs Python 3.11+"'
@@ -33,6 +33,7 @@ notebooks: $(STAMP)
 			--ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
 	done
 	$(BIN)/python tools/clean_notebooks.py notebooks/[0-9]*.ipynb
+	$(BIN)/python -m vaelab student-notebooks
 
 ## Write notebooks/student/: the notebooks with exercise solutions replaced by stubs.
 student-notebooks: $(STAMP)

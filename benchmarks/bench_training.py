@@ -145,7 +145,10 @@ def main(argv=None) -> None:
     p.add_argument("--root", default=None, help="folder with full MNIST files")
     p.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
     p.add_argument("--skip-conv", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     train_set = vaelab.load_mnist(True, args.root, download=False)
     test_set = vaelab.load_mnist(False, args.root, download=False)

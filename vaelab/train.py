@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .data import batches, cache_dir, check_images
+from .data import batches, cache_dir, check_images, shown_path
 from .losses import LIKELIHOODS, anchor_prior_mean, vae_loss
 from .models import LatentModel
 
@@ -217,7 +217,8 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
         except CheckpointError:
             cached = None
         if cached is not None and cached.metadata.get("settings") == settings:
-            print(f"Loaded the trained {settings['model']} from {path} (retrain=True trains anew).")
+            print(f"Loaded the trained {settings['model']} from {shown_path(path)} "
+                  "(retrain=True trains anew).")
             return cached, History.from_dict(cached.metadata["history"])
     torch.manual_seed(fit_kwargs.get("seed", 0))
     model = make_model()
