@@ -155,6 +155,9 @@ def test_train_or_load_caches_by_settings(small, tmp_path, monkeypatch, capsys):
 
     train_or_load("demo", lambda: VAE(2), x, epochs=2, progress=False, folder=tmp_path)
     assert len(list(tmp_path.glob("demo-*.pt"))) == 2  # other settings never overwrite
+    train_or_load("demo", lambda: VAE(2), x.flip(-1), epochs=1, progress=False,
+                  folder=tmp_path)
+    assert len(list(tmp_path.glob("demo-*.pt"))) == 3  # nor do other images of the same size
     retrained, _ = train_or_load("demo", lambda: VAE(2), x, epochs=1, seed=0, retrain=True,
                                  progress=False, folder=tmp_path)
     assert torch.equal(params(retrained), params(model))  # same seed, same data

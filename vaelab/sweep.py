@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 
 from . import metrics
 from .data import cache_dir
-from .train import History, _images, _plain, train_or_load
+from .train import History, _images, _plain, fingerprint, train_or_load
 
 
 @dataclass
@@ -58,13 +58,6 @@ class SweepResult:
         cols = [c for c in ("rate", "distortion", "elbo", "active_units", "mig",
                             *(f"mig_{f}" for f in self.factor_names)) if c in self.table]
         return self.table.groupby("beta")[cols].agg(["mean", "std"])
-
-
-def _fingerprint(x: torch.Tensor | None) -> list | None:
-    if x is None:
-        return None
-    x = x.double()
-    return [list(x.shape), round(float(x.sum()), 4), round(float((x * x).sum()), 4)]
 
 
 def _check_betas_seeds(betas, seeds) -> tuple[list[float], list[int]]:
@@ -111,8 +104,8 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int, test_data=N
     x_eval = x if test_data is None else _images(test_data)
 
     settings = _plain({"name": name, "betas": betas, "seeds": seeds, "epochs": epochs,
-                       "model": make_model().config, "train": _fingerprint(x),
-                       "eval": _fingerprint(x_eval), "factors": _fingerprint(factors),
+                       "model": make_model().config, "train": fingerprint(x),
+                       "eval": fingerprint(x_eval), "factors": fingerprint(factors),
                        "factor_names": factor_names,
                        **{k: v for k, v in fit_kwargs.items() if k != "progress"}})
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

@@ -198,14 +198,15 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     """A trained model from the cache, or train one with ``fit`` and cache it.
 
     ``make_model()`` builds a fresh model. The cache file ``<folder>/<name>-<hash>.pt`` (default
-    folder: ``<cache>/models``) is keyed by the model settings, the number of training images
-    and ``fit_kwargs``, so other settings never overwrite it; ``retrain=True`` trains anew.
+    folder: ``<cache>/models``) is keyed by the model settings, a fingerprint of the training
+    images and ``fit_kwargs``, so other settings or data never overwrite or reuse it;
+    ``retrain=True`` trains anew.
     """
     from .checkpoints import CheckpointError, load, save
 
     model = make_model()
     settings = {"model": type(model).__name__, "config": model.config,
-                "n_train": len(_images(train_data)),
+                "data": fingerprint(_images(train_data)),
                 **{k: v for k, v in fit_kwargs.items() if k not in ("test_data", "progress")}}
     settings = _plain(settings)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
@@ -226,6 +227,22 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     if history.stopped is None:
         save(model, path, settings=settings, history=history.as_dict())
     return model, history
+
+
+def fingerprint(x: torch.Tensor | None) -> list | None:
+    """A cheap summary of a tensor for cache keys: its shape and position-weighted sums over
+    rows and columns (so other, reordered or mirrored images give another key), rounded."""
+    if x is None:
+        return None
+    rows = x.detach().reshape(len(x), -1).cpu()
+    per_row = rows.sum(1, dtype=torch.float64)
+    per_col = rows.sum(0, dtype=torch.float64)
+
+    def weights(n: int) -> torch.Tensor:
+        return torch.arange(n, dtype=torch.float64).remainder_(1009).div_(1009)
+
+    sums = (per_row.sum(), per_row @ weights(len(per_row)), per_col @ weights(len(per_col)))
+    return [list(x.shape), *(round(float(v), 4) for v in sums)]
 
 
 def _plain(value):
