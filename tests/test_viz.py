@@ -358,3 +358,17 @@ def test_other_image_sizes():
     assert only_image(viz.traversal_grid(model, steps=3)).shape == (2 * 18 + 2, 3 * 18 + 2)
     x = torch.rand(3, 1, 16, 16)
     assert only_image(viz.interpolation_row(model, x, steps=2)).shape == (18 + 2, 3 * 18 + 2)
+
+
+def test_latent_grid_over_a_rectangle():
+    torch.manual_seed(0)
+    model = VAE(2)
+    fig = viz.latent_grid(model, n=5, lim=((-1.0, 3.0), (0.0, 2.0)))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == viz.fmt_value(-1.0)
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == viz.fmt_value(2.0)  # top row
+    assert "z₁ ∈ [" in ax.get_title() and "z₂ ∈ [" in ax.get_title()
+    with pytest.raises(ValueError, match="lo < hi"):
+        viz.latent_grid(model, lim=((1.0, 0.0), (0.0, 1.0)))
+    with pytest.raises(ValueError, match="positive"):
+        viz.latent_grid(model, lim=-2)

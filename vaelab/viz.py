@@ -214,8 +214,9 @@ def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int 
     return fig
 
 
-def latent_grid(model, n: int = 15, lim: float = 3.0, dims=(0, 1), base=None) -> Figure:
-    """Decode a regular ``n × n`` grid of two latent coordinates over [-lim, lim]².
+def latent_grid(model, n: int = 15, lim=3.0, dims=(0, 1), base=None) -> Figure:
+    """Decode a regular ``n × n`` grid of two latent coordinates over [-lim, lim]², or over
+    ``lim = ((lo_x, hi_x), (lo_y, hi_y))`` for any rectangle (e.g. the range of the codes).
 
     ``dims`` picks the two coordinates (x axis, y axis); the others stay at ``base`` (a code or
     one image; default zeros). Tick labels are the z values; the vertical one grows upward.
@@ -228,12 +229,11 @@ def latent_grid(model, n: int = 15, lim: float = 3.0, dims=(0, 1), base=None) ->
                          "traversal_grid(model)")
     if not (isinstance(n, int) and n >= 2):
         raise ValueError(f"n (images per side) must be an integer >= 2; got {n!r}")
-    if not lim > 0:
-        raise ValueError(f"lim must be positive; got {lim!r}")
+    (x_lo, x_hi), (y_lo, y_hi) = _grid_ranges(lim)
     dx, dy = _check_dims(dims, L, want=2)
-    values = torch.linspace(-lim, lim, n)
+    values, y_values = torch.linspace(x_lo, x_hi, n), torch.linspace(y_lo, y_hi, n)
     z = _base_code(model, base).repeat(n * n, 1)
-    rows, cols = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: largest z
+    rows, cols = torch.meshgrid(y_values.flip(0), values, indexing="ij")  # top row: largest z
     z[:, dx], z[:, dy] = cols.reshape(-1), rows.reshape(-1)
     images = decode_images(model, z)
     size = images.shape[2]
@@ -243,13 +243,33 @@ def latent_grid(model, n: int = 15, lim: float = 3.0, dims=(0, 1), base=None) ->
     centers = _centers(n, size)
     keep = range(0, n, _every(n))
     ax.set_xticks([centers[i] for i in keep], [fmt_value(values[i]) for i in keep])
-    ax.set_yticks([centers[i] for i in keep], [fmt_value(values.flip(0)[i]) for i in keep])
+    ax.set_yticks([centers[i] for i in keep], [fmt_value(y_values.flip(0)[i]) for i in keep])
     ax.set_xlabel(z_name(dx), fontsize=AXIS_LABEL_SIZE)
     ax.set_ylabel(z_name(dy), fontsize=AXIS_LABEL_SIZE)
     others = "" if L == 2 else (" (others at 0)" if base is None else " (others at the base code)")
-    ax.set_title(f"Decoded grid over {z_name(dx)}, {z_name(dy)} ∈ [{fmt_value(-lim)}, "
-                 f"{fmt_value(lim)}]{others}")
+    if (x_lo, x_hi) == (y_lo, y_hi):
+        span = f"{z_name(dx)}, {z_name(dy)} ∈ [{fmt_value(x_lo)}, {fmt_value(x_hi)}]"
+    else:
+        span = (f"{z_name(dx)} ∈ [{fmt_value(x_lo)}, {fmt_value(x_hi)}], "
+                f"{z_name(dy)} ∈ [{fmt_value(y_lo)}, {fmt_value(y_hi)}]")
+    ax.set_title(f"Decoded grid over {span}{others}")
     return fig
+
+
+def _grid_ranges(lim) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``lim`` as ((lo_x, hi_x), (lo_y, hi_y)): a number means [-lim, lim] on both axes."""
+    if isinstance(lim, (int, float)) or (torch.is_tensor(lim) and lim.dim() == 0):
+        if not float(lim) > 0:
+            raise ValueError(f"lim must be positive; got {lim!r}")
+        return (-float(lim), float(lim)), (-float(lim), float(lim))
+    try:
+        (x_lo, x_hi), (y_lo, y_hi) = [(float(a), float(b)) for a, b in lim]
+    except (TypeError, ValueError) as err:
+        raise ValueError("lim must be a positive number or ((lo_x, hi_x), (lo_y, hi_y)); "
+                         f"got {lim!r}") from err
+    if not (x_lo < x_hi and y_lo < y_hi):
+        raise ValueError(f"each range in lim must have lo < hi; got {lim!r}")
+    return (x_lo, x_hi), (y_lo, y_hi)
 
 
 def _check_dims(dims, L: int, want: int | None = None) -> list[int]:
