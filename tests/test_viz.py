@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -27,10 +28,6 @@ def no_pyplot_figures():
     yield
     assert set(plt.get_fignums()) == before
 
-
-def tiny(latent_dim: int, cls=VAE):
-    torch.manual_seed(0)
-    return cls(latent_dim=latent_dim, hidden=(32,)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import tiny
 from PIL import Image
 
 from vaelab import VAE, viz, widgets
-
-
-def tiny(latent_dim: int):
-    torch.manual_seed(0)
-    return VAE(latent_dim=latent_dim, hidden=(32,)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,7 @@ def fit(model: LatentModel, train_data, *, epochs: int, batch_size: int = 128, l
     device = torch.device(device) if device is not None else default_device()
     model.to(device).train()
     x = x.to(device)
+    test_x = None if test_data is None else _images(test_data).to(device)  # moved once, too
     prior = anchor_prior_mean(x, anchor_rate, model.latent_dim) if anchor_rate else None
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
@@ -169,8 +170,8 @@ def fit(model: LatentModel, train_data, *, epochs: int, batch_size: int = 128, l
                     bar.set_postfix(loss=f"{float(values[0]):.1f}", refresh=False)
             history.seconds.append(time.perf_counter() - start)
             history.train.append(dict(zip(TERMS, (sums / len(x)).tolist(), strict=True)))
-            if test_data is not None:
-                history.test.append(evaluate(model, test_data, beta=beta, likelihood=likelihood,
+            if test_x is not None:
+                history.test.append(evaluate(model, test_x, beta=beta, likelihood=likelihood,
                                              anchor_rate=anchor_rate, seed=seed))
                 bar.set_postfix(loss=f"{history.train[-1]['total']:.1f}",
                                 test=f"{history.test[-1]['total']:.1f}", refresh=False)
