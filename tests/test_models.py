@@ -1,7 +1,10 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from vaelab.losses import vae_loss
 from vaelab.models import AE, VAE, ConvTranspose2d, ConvVAE, count_parameters, reparameterize
 
 
@@ -68,19 +71,55 @@ def test_conv_vae_shapes_at_every_layer():
     assert model.from_code[0].out_features == 1024
 
 
-@pytest.mark.parametrize(("c_in", "c_out", "k", "hw"),
-                         [(1024, 8, 4, 1), (16, 8, 6, 4), (64, 1, 6, 12), (3, 5, 3, 5)])
-def test_conv_transpose_matches_torch(c_in, c_out, k, hw, seeded):
-    layer = ConvTranspose2d(c_in, c_out, k, stride=2)
-    x = torch.randn(3, c_in, hw, hw, requires_grad=True)
+@pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "hw", "bias"), [
+    (1024, 8, 4, 2, (1, 1), True),   # one-pixel input: a single matrix multiply
+    (16, 8, 6, 2, (4, 4), True),     # the ConvVAE's middle layer, small
+    (64, 1, 6, 2, (12, 12), True),   # the ConvVAE's last layer
+    (5, 3, (4, 6), (2, 3), (3, 5), False),  # rectangular kernel, stride and input; no bias
+    (3, 5, 3, 2, (5, 5), True),      # kernel not a multiple of the stride: torch's kernel
+])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_transpose_matches_torch(c_in, c_out, k, stride, hw, bias, channels_last, seeded):
+    layer = ConvTranspose2d(c_in, c_out, k, stride=stride, bias=bias)
+    x = torch.randn(3, c_in, *hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     ours = layer(x)
-    ref = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2)
+    ref = F.conv_transpose2d(x, layer.weight, layer.bias, stride=stride)
+    assert ours.shape == ref.shape
     assert torch.allclose(ours, ref, atol=1e-5)
+    params = (x, layer.weight) if layer.bias is None else (x, layer.weight, layer.bias)
     grad = torch.randn_like(ref)
-    g_ours = torch.autograd.grad(ours, (x, layer.weight, layer.bias), grad)
-    g_ref = torch.autograd.grad(ref, (x, layer.weight, layer.bias), grad)
+    g_ours = torch.autograd.grad(ours, params, grad)
+    g_ref = torch.autograd.grad(ref, params, grad)
     for a, b in zip(g_ours, g_ref, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_conv_vae_trains_like_one_built_from_torch_layers(seeded):
+    """Same weights, same noise: the loss and every gradient match a ConvVAE whose decoder uses
+    torch.nn.ConvTranspose2d, and the fast layers leave the output channels-last."""
+    ours = ConvVAE(4)
+    ref = copy.deepcopy(ours)
+    for i in (0, 2, 4):
+        old = ref.decoder[i]
+        ref.decoder[i] = torch.nn.ConvTranspose2d(old.in_channels, old.out_channels,
+                                                  old.kernel_size, old.stride)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.rand(5, 1, 28, 28)
+    losses = []
+    for model in (ours, ref):
+        torch.manual_seed(3)
+        logits, mu, logvar = model(x)
+        loss = vae_loss(logits, x, mu, logvar).total
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5), name
+    middle = ours.decoder[:3](ours.from_code(torch.zeros(2, 4)).view(-1, 1024, 1, 1))
+    assert middle.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_reparameterize_statistics_and_gradients(seeded):

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -169,30 +168,80 @@ class VAE(LatentModel):
         return self.decoder(z).view(-1, *self.image_shape)
 
 
+class _ShiftedPatchSum(torch.autograd.Function):
+    """A transposed convolution (stride s, kernel k a multiple of s, no padding) on the CPU, in
+    channels-last memory, as one matrix multiply plus q² shifted adds (q = k / s).
+
+    Output row ``y = s·i + k_y`` with ``k_y = s·a + p`` is ``s·(i + a) + p``: the patch of input
+    pixel ``i`` at tap block ``a`` lands ``a`` blocks further on, at phase ``p``. So the matrix
+    multiply ``x[pixel, :] @ W`` makes every patch at once, laid out ``(a, p, b, p', C_out)``,
+    and the output sums q² shifted slices of them. The backward gathers the same windows of the
+    output gradient (one strided copy) and needs two more large matrix multiplies.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride):
+        n, c_in, h, w = x.shape
+        _, c_out, kh, kw = weight.shape
+        (sh, sw), qh, qw = stride, kh // stride[0], kw // stride[1]
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in)  # free for channels-last x
+        wmat = weight.view(c_in, c_out, qh, sh, qw, sw).permute(0, 2, 3, 4, 5, 1).reshape(c_in, -1)
+        patches = (rows @ wmat).view(n, h, w, qh, sh, qw, sw, c_out)
+        out = x.new_empty(n, h + qh - 1, sh, w + qw - 1, sw, c_out)
+        out.copy_(bias.view(1, 1, 1, 1, 1, -1) if bias is not None else x.new_zeros(()))
+        # out[n, i + a, p, j + b, p', c] += patches[n, i, j, a, p, b, p', c]
+        for a in range(qh):
+            for b in range(qw):
+                out[:, a:a + h, :, b:b + w].add_(patches[:, :, :, a, :, b].transpose(2, 3))
+        ctx.save_for_backward(rows, wmat)
+        ctx.shape = (n, c_in, h, w, c_out, kh, kw, sh, sw, qh, qw, bias is not None)
+        return out.view(n, (h + qh - 1) * sh, (w + qw - 1) * sw, c_out).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, wmat = ctx.saved_tensors
+        n, c_in, h, w, c_out, kh, kw, sh, sw, qh, qw, has_bias = ctx.shape
+        g = grad.permute(0, 2, 3, 1).contiguous()  # (n, H, W, C_out): free when channels-last
+        sn, sy, sx, _ = g.stride()
+        windows = g.as_strided((n, h, w, qh, sh, qw, sw, c_out),
+                               (sn, sh * sy, sw * sx, sh * sy, sy, sw * sx, sx, 1))
+        d_patches = windows.reshape(n * h * w, -1)  # one copy: every window, laid out like patches
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = (d_patches @ wmat.t()).view(n, h, w, c_in).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            dw = (rows.t() @ d_patches).view(c_in, qh, sh, qw, sw, c_out)
+            dw = dw.permute(0, 5, 1, 2, 3, 4).reshape(c_in, c_out, kh, kw)
+        if has_bias and ctx.needs_input_grad[2]:
+            db = g.sum((0, 1, 2))
+        return dx, dw, db, None
+
+
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """``torch.nn.ConvTranspose2d`` with the same parameters and results, computed on the CPU as
-    one matrix multiply followed by col2im (``F.fold``).
+    """``torch.nn.ConvTranspose2d`` with the same parameters and results, faster on the CPU.
 
     A transposed convolution scatters ``x[n, :, i, j] @ W`` (a ``C_out × k × k`` patch per input
-    pixel) onto the output at ``(i·s, j·s)``; the matrix multiply makes every patch at once and
-    ``F.fold`` sums the overlapping patches. PyTorch's own CPU kernel runs several times slower
-    than that when the input is one pixel (the layer is then exactly one matrix multiply) or the
-    patches are small (``C_out·k·k <= C_in``); elsewhere it is as fast or faster and is used.
-    Other devices and options also use the torch kernel. See ``benchmarks/bench_training.py``.
+    pixel) onto the output at ``(i·s, j·s)`` and sums where patches overlap. Here that is one
+    large matrix multiply and a sum of shifted slices (``_ShiftedPatchSum``), with the output in
+    channels-last memory so the next layer reads its pixels as matrix rows without a copy; a
+    one-pixel input needs no sum at all (the layer is then exactly one matrix multiply).
+    PyTorch's CPU kernel runs these shapes at a fraction of the machine's matrix-multiply speed
+    (see ``benchmarks/bench_training.py``). Kernels that are not a multiple of the stride,
+    padding, groups, dilation, other devices and dtypes use the torch kernel.
     """
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        if (x.device.type != "cpu" or output_size is not None or x.dim() != 4 or self.groups != 1
-                or self.padding != (0, 0) or self.output_padding != (0, 0)
-                or self.dilation != (1, 1)
-                or not (x.shape[2] * x.shape[3] == 1 or self.out_channels * kh * kw <= x.shape[1])):
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or output_size is not None
+                or x.dim() != 4 or self.groups != 1 or self.padding != (0, 0)
+                or self.output_padding != (0, 0) or self.dilation != (1, 1)
+                or kh % sh or kw % sw):
             return super().forward(x, output_size)
         n, c_in, h, w = x.shape
-        patches = x.flatten(2).transpose(1, 2) @ self.weight.reshape(c_in, -1)  # (N, h·w, C·k·k)
-        out = F.fold(patches.transpose(1, 2), ((h - 1) * sh + kh, (w - 1) * sw + kw),
-                     (kh, kw), stride=(sh, sw))
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        if h == w == 1:  # every patch lands on its own output: one matrix multiply, no sum
+            out = (x.view(n, c_in) @ self.weight.view(c_in, -1)).view(n, -1, kh, kw)
+            return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        return _ShiftedPatchSum.apply(x, self.weight, self.bias, (sh, sw))
 
 
 class ConvVAE(LatentModel):
