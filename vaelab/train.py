@@ -130,7 +130,8 @@ def fit(model: LatentModel, train_data, *, epochs: int, batch_size: int = 128, l
     ``ImageData`` / ``(images, labels)`` pair. The images move to ``device`` (default: the best
     available) once; batches are slices of a seeded permutation. ``beta`` weights the KL term
     (0 gives an autoencoder). ``anchor_rate`` > 0 adds the anchor loss (see ``vaelab.losses``).
-    Same seed and data give identical results on the CPU.
+    Same seed and data give identical results on the CPU, where ``fit`` first calls
+    ``keep_freed_memory()`` so large per-step buffers are reused rather than mapped anew.
     Ctrl-C / KeyboardInterrupt stops early and keeps the model and the history so far;
     a non-finite loss raises ``NonFiniteLossError`` with the model at its last finite state.
     """
