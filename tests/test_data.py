@@ -10,7 +10,8 @@ import torch
 from torchvision import datasets
 
 from vaelab import data
-from vaelab.data import batches, check_images, load_mnist
+from vaelab.checks import check_images
+from vaelab.data import batches, load_mnist
 
 
 def write_idx(folder, prefix, images, labels, compress=False):

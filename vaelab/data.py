@@ -178,25 +178,6 @@ def load_mnist(
     return data
 
 
-def check_images(x: torch.Tensor, *, channels: int = 1) -> None:
-    """Raise a ValueError that says what to do unless x is ``(N, channels, H, W)`` in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor; got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != channels:
-        hint = " — add the channel axis with x.unsqueeze(1)" if x.dim() == 3 else ""
-        raise ValueError(f"images must have shape (N, {channels}, H, W); "
-                         f"got {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise ValueError(f"images must be floating point in [0, 1]; got {x.dtype} — "
-                         "use x.float() / 255")
-    if not torch.isfinite(x).all():
-        raise ValueError("images contain NaN or infinite values; clean or drop those images")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        hint = " — divide by 255" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else ""
-        raise ValueError(f"images must be in [0, 1]; got min {lo:g}, max {hi:g}{hint}")
-
-
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None,
             shuffle: bool = True, device: torch.device | str | None = None
             ) -> Iterator[torch.Tensor]:

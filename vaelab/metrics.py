@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import mutual_info_score
 
-from .data import check_images
+from .checks import check_images
 from .losses import LIKELIHOODS, kl_divergence, reconstruction_per_image
 
 LOG_2PI = math.log(2 * math.pi)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .data import batches, cache_dir, check_images, shown_path
+from .checks import check_images, check_int
+from .data import batches, cache_dir, shown_path
 from .losses import LIKELIHOODS, anchor_prior_mean, vae_loss
 from .models import LatentModel
 
@@ -84,6 +85,26 @@ def keep_freed_memory() -> bool:
 def quick_mode() -> bool:
     """True when ``VAELAB_QUICK`` is set to anything but ``""``/``"0"`` (the tests set it)."""
     return os.environ.get("VAELAB_QUICK", "") not in ("", "0")
+
+
+def epochs_for(images_seen: int, n_images: int) -> int:
+    """Whole epochs so that a model sees at least ``images_seen`` training images: the ceiling of
+    ``images_seen / n_images``, and at least 1. 200,000 images are 50 epochs of the embedded
+    4,000-image subset and 4 epochs of full MNIST's 60,000 (240,000 images seen)."""
+    images_seen = check_int(images_seen, "images_seen")
+    n_images = check_int(n_images, "n_images")
+    return max(1, math.ceil(images_seen / n_images))
+
+
+def describe_budget(images_seen: int, n_images: int, source: str = "") -> str:
+    """One line for a notebook's first output: the data, the budget and the epochs it gives,
+    e.g. ``"embedded MNIST subset, 4,000 training images: 50 epochs = 200,000 images seen per
+    model (budget 200,000)"``."""
+    epochs = epochs_for(images_seen, n_images)
+    data = {"embedded": "embedded MNIST subset", "files": "MNIST from files",
+            "download": "downloaded MNIST"}.get(source, source or "training data")
+    return (f"{data}, {n_images:,} training images: {epochs} epoch{'s' * (epochs != 1)} = "
+            f"{epochs * n_images:,} images seen per model (budget {images_seen:,})")
 
 
 def _images(data) -> torch.Tensor:

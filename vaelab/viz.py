@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from .data import check_images
+from .checks import check_images
 from .models import AE
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Checks on what users pass in: every public entry point validates its arguments here.
+
+Each rule is written once, and its message names the argument, says what was given and what
+to do — so a wrong call meets ``ValueError: images must be in [0, 1]; got max 255 — divide by
+255`` rather than a torch internal or a NaN three epochs later. Errors are plain ``TypeError``
+(wrong kind of thing) and ``ValueError`` (right kind, wrong value).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def describe(value) -> str:
+    """A short description of ``value`` for an error message: its type, and shape for arrays."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    text = repr(value)
+    return f"{text[:60]}…" if len(text) > 60 else text
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """``value`` as a Python int ≥ ``minimum`` (numpy integers accepted; bools and floats not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            hint = f" — pass {int(value)}"
+        else:
+            hint = ""
+        raise TypeError(f"{name} must be an integer ≥ {minimum}; got {describe(value)}{hint}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {int(value)}")
+    return int(value)
+
+
+def check_number(value, name: str, *, minimum: float | None = None,
+                 above: float | None = None) -> float:
+    """``value`` as a finite Python float (numpy scalars accepted; strings and bools not).
+
+    ``minimum`` allows equality, ``above`` does not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = " — pass a number, e.g. 1.0, not a string" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a number; got {describe(value)}{hint}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum:g}; got {value:g}")
+    if above is not None and value <= above:
+        raise ValueError(f"{name} must be > {above:g}; got {value:g}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_model(model) -> None:
+    """A TypeError unless ``model`` is a vaelab model (``AE``, ``VAE``, ``ConvVAE``)."""
+    from .models import LatentModel
+
+    if not isinstance(model, LatentModel):
+        raise TypeError(f"model must be a vaelab model (AE, VAE, ConvVAE); got "
+                        f"{type(model).__name__} — build one with vaelab.VAE(...) or load one "
+                        "with vaelab.load(path)")
+
+
+def check_images(x, *, channels: int = 1, name: str = "images",
+                 shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``x`` if it is a float32 tensor ``(N, channels, H, W)`` with N ≥ 1 and values in [0, 1].
+
+    ``shape`` (e.g. ``(1, 28, 28)``) also fixes the size of one image. Otherwise a TypeError or
+    ValueError that says what to do.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {describe(x)} — convert with "
+                        "torch.as_tensor(...)")
+    want = shape or (channels, "H", "W")
+    if x.dim() != 4 or x.shape[1] != want[0] or (shape and tuple(x.shape[1:]) != tuple(shape)):
+        hint = (" — add the channel axis with x.unsqueeze(1)"
+                if x.dim() == 3 and (shape is None or tuple(x.shape[1:]) == tuple(shape[1:]))
+                else "")
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, want))}); "
+                         f"got {tuple(x.shape)}{hint}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one image")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be float32 in [0, 1]; got {x.dtype} — for 0–255 "
+                         "pixels use x.float() / 255")
+    if x.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32, as the model's weights are; got {x.dtype} "
+                         "— use x.float()")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or infinite values; clean or drop those images")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " — divide by 255" if 1.0 < hi <= 255.0 and lo >= 0.0 else ""
+        raise ValueError(f"{name} must be in [0, 1]; got min {lo:g}, max {hi:g}{hint}")
+    return x
+
+
+def check_codes(z, latent_dim: int, *, name: str = "codes") -> torch.Tensor:
+    """Latent codes as a float32 tensor ``(N, latent_dim)``; ``(latent_dim,)`` becomes one row.
+
+    Accepts tensors, numpy arrays and lists of numbers; refuses NaN/inf and wrong shapes.
+    """
+    if isinstance(z, str) or not isinstance(z, torch.Tensor | list | tuple) and not hasattr(
+            z, "__array__"):
+        raise TypeError(f"{name} must be a tensor of shape (N, {latent_dim}); got {describe(z)}")
+    try:
+        z = torch.as_tensor(z)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be numbers of shape (N, {latent_dim}); got "
+                        f"{describe(z)}") from err
+    if z.dtype == torch.bool or z.is_complex():
+        raise TypeError(f"{name} must be real numbers; got {z.dtype}")
+    z = z.to(torch.float32)
+    if z.dim() == 1:
+        z = z.unsqueeze(0)
+    if z.dim() != 2 or z.shape[1] != latent_dim:
+        raise ValueError(f"this model has latent_dim={latent_dim}; got {name} of shape "
+                         f"{tuple(z.shape)} — pass (N, {latent_dim})")
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name} contain NaN or infinite values; every coordinate must be a "
+                         "finite number")
+    return z

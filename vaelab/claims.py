@@ -1,0 +1,57 @@
+"""Claims: a sentence about a result, tied to the number that backs it.
+
+A notebook says what a figure shows ("8 of 10 reconstructions keep their digit") and, in the
+cell beside it, checks that number::
+
+    from vaelab.claims import expect
+    expect("reconstructions read as their own digit", accuracy, at_least=0.8, fmt="{:.0%}")
+
+``expect`` prints the claim, the number and the bound. In full mode (``VAELAB_QUICK`` unset, as
+``make notebooks`` runs) a claim that does not hold raises ``ClaimError``, so no notebook is
+stored whose text its own run contradicts. In quick mode (CI's few-epoch run) the numbers are
+rough: it prints the verdict and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .checks import check_number
+
+
+class ClaimError(AssertionError):
+    """A claim in a notebook's text is not supported by the number its own run computed."""
+
+
+def _quick() -> bool:
+    from .train import quick_mode
+
+    return quick_mode()
+
+
+def expect(claim: str, value, *, at_least=None, at_most=None, fmt: str = "{:.3g}",
+           enforce: bool | None = None) -> float:
+    """Check ``at_least ≤ value ≤ at_most`` (either bound may be left out), print one line that
+    states the claim with its number, and return ``value`` as a float.
+
+    ``enforce`` (default: not in quick mode) makes a failed claim raise ``ClaimError``.
+    """
+    if at_least is None and at_most is None:
+        raise ValueError("expect() needs a bound: at_least=..., at_most=... or both")
+    value = float(value)
+    bounds = []
+    if at_least is not None:
+        bounds.append(f"≥ {fmt.format(check_number(at_least, 'at_least'))}")
+    if at_most is not None:
+        bounds.append(f"≤ {fmt.format(check_number(at_most, 'at_most'))}")
+    holds = (math.isfinite(value) and (at_least is None or value >= at_least)
+             and (at_most is None or value <= at_most))
+    enforce = not _quick() if enforce is None else enforce
+    shown = fmt.format(value) if math.isfinite(value) else str(value)
+    verdict = "✓" if holds else ("✗" if enforce else "✗ (quick mode: rough numbers, not enforced)")
+    line = f"{verdict} {claim}: {shown} (claim needs {' and '.join(bounds)})"
+    if not holds and enforce:
+        raise ClaimError(f"{line}. The text beside this cell says more than this run shows: "
+                         "change the words (or the experiment), not the bound.")
+    print(line)
+    return value
