@@ -133,3 +133,9 @@ def check_codes(z, latent_dim: int, *, name: str = "codes") -> torch.Tensor:
         raise ValueError(f"{name} contain NaN or infinite values; every coordinate must be a "
                          "finite number")
     return z
+
+
+def images_of(data) -> torch.Tensor:
+    """The images of ``data``: a tensor itself, or the first field of an ``ImageData`` /
+    ``ShapesData`` / ``(images, labels)`` pair."""
+    return data if isinstance(data, torch.Tensor) else data[0]

@@ -31,8 +31,10 @@ import torch
 from matplotlib.figure import Figure
 
 from . import metrics
+from .cache import fingerprint, plain, train_or_load
+from .checks import images_of
 from .data import cache_dir
-from .train import History, _images, _plain, fingerprint, train_or_load
+from .train import History
 
 
 @dataclass
@@ -85,7 +87,7 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int, test_data=N
     ``retrain=True`` trains and measures everything anew. Returns a ``SweepResult``.
     """
     betas, seeds = _check_betas_seeds(betas, seeds)
-    x = _images(train_data)
+    x = images_of(train_data)
     if factors is not None:
         factors = torch.as_tensor(factors)
         if factors.dim() != 2 or len(factors) != len(x):
@@ -101,9 +103,9 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int, test_data=N
     else:
         factor_names = ()
     likelihood = fit_kwargs.get("likelihood", "bernoulli")
-    x_eval = x if test_data is None else _images(test_data)
+    x_eval = x if test_data is None else images_of(test_data)
 
-    settings = _plain({"name": name, "betas": betas, "seeds": seeds, "epochs": epochs,
+    settings = plain({"name": name, "betas": betas, "seeds": seeds, "epochs": epochs,
                        "model": make_model().config, "train": fingerprint(x),
                        "eval": fingerprint(x_eval), "factors": fingerprint(factors),
                        "factor_names": factor_names,
@@ -119,12 +121,12 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int, test_data=N
     for beta in betas:
         for seed in seeds:
             start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()) as said:
+            with contextlib.redirect_stdout(io.StringIO()):
                 model, history = train_or_load(
                     f"{name}-beta{beta:g}-seed{seed}", make_model, train_data, retrain=retrain,
                     folder=folder, epochs=epochs, beta=beta, seed=seed, test_data=test_data,
                     **fit_kwargs)
-            if not said.getvalue().startswith("Loaded"):
+            if not history.loaded:
                 trained += 1
                 if verbose:
                     print(f"{name}: trained β={beta:g}, seed={seed} ({epochs} epochs) in "

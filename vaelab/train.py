@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import json
 import math
 import os
 import platform
@@ -15,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_images, check_int
-from .data import batches, cache_dir, shown_path
+from .checks import check_images, check_int, images_of
+from .data import batches
 from .losses import LIKELIHOODS, anchor_prior_mean, vae_loss
 from .models import LatentModel
 
@@ -41,6 +39,7 @@ class History:
     test: list[dict] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     stopped: str | None = None
+    loaded: bool = False  # True when train_or_load took the model from its cache
 
     def as_dict(self) -> dict:
         return {"train": self.train, "test": self.test, "seconds": self.seconds,
@@ -107,11 +106,6 @@ def describe_budget(images_seen: int, n_images: int, source: str = "") -> str:
             f"{epochs * n_images:,} images seen per model (budget {images_seen:,})")
 
 
-def _images(data) -> torch.Tensor:
-    """Images from a tensor, an ``ImageData`` or an ``(images, labels)`` pair."""
-    return data if isinstance(data, torch.Tensor) else data[0]
-
-
 @torch.no_grad()
 def evaluate(model: LatentModel, data, *, beta: float = 1.0, likelihood: str = "bernoulli",
              anchor_rate: float = 0.0, batch_size: int = 1000, seed: int = 0) -> dict:
@@ -119,7 +113,7 @@ def evaluate(model: LatentModel, data, *, beta: float = 1.0, likelihood: str = "
 
     With β = 1 and no anchor, ``total`` is an unbiased estimate of the negative ELBO.
     """
-    x = _images(data)
+    x = images_of(data)
     check_images(x)
     device = model.device
     was_training = model.training
@@ -164,18 +158,18 @@ def fit(model: LatentModel, train_data, *, epochs: int, batch_size: int = 128, l
         raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
     if not batch_size >= 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size!r}")
-    x = _images(train_data)
+    x = images_of(train_data)
     check_images(x)
     model._check_x(x[:1])
     if test_data is not None:
-        check_images(_images(test_data))
+        check_images(images_of(test_data))
 
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         keep_freed_memory()
     model.to(device).train()
     x = x.to(device)
-    test_x = None if test_data is None else _images(test_data).to(device)  # moved once, too
+    test_x = None if test_data is None else images_of(test_data).to(device)  # moved once, too
     prior = anchor_prior_mean(x, anchor_rate, model.latent_dim) if anchor_rate else None
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
@@ -238,66 +232,3 @@ def _restore_if_broken(model: LatentModel, snapshot: dict) -> None:
     """Put back the epoch-start weights if the last step left non-finite ones."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         model.load_state_dict(snapshot)
-
-
-def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, folder=None,
-                  **fit_kwargs) -> tuple[LatentModel, History]:
-    """A trained model from the cache, or train one with ``fit`` and cache it.
-
-    ``make_model()`` builds a fresh model. The cache file ``<folder>/<name>-<hash>.pt`` (default
-    folder: ``<cache>/models``) is keyed by the model settings, a fingerprint of the training
-    images and ``fit_kwargs``, so other settings or data never overwrite or reuse it;
-    ``retrain=True`` trains anew.
-    """
-    from .checkpoints import CheckpointError, load, save
-
-    model = make_model()
-    settings = {"model": type(model).__name__, "config": model.config,
-                "data": fingerprint(_images(train_data)),
-                **{k: v for k, v in fit_kwargs.items() if k not in ("test_data", "progress")}}
-    settings = _plain(settings)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    folder = cache_dir() / "models" if folder is None else folder
-    path = os.path.join(folder, f"{name}-{key[:10]}.pt")
-    if not retrain and os.path.exists(path):
-        try:
-            cached = load(path)
-        except CheckpointError:
-            cached = None
-        if cached is not None and cached.metadata.get("settings") == settings:
-            print(f"Loaded the trained {settings['model']} from {shown_path(path)} "
-                  "(retrain=True trains anew).")
-            return cached, History.from_dict(cached.metadata["history"])
-    torch.manual_seed(fit_kwargs.get("seed", 0))
-    model = make_model()
-    history = fit(model, train_data, **fit_kwargs)
-    if history.stopped is None:
-        save(model, path, settings=settings, history=history.as_dict())
-    return model, history
-
-
-def fingerprint(x: torch.Tensor | None) -> list | None:
-    """A cheap summary of a tensor for cache keys: its shape and position-weighted sums over
-    rows and columns (so other, reordered or mirrored images give another key), rounded."""
-    if x is None:
-        return None
-    rows = x.detach().reshape(len(x), -1).cpu()
-    per_row = rows.sum(1, dtype=torch.float64)
-    per_col = rows.sum(0, dtype=torch.float64)
-
-    def weights(n: int) -> torch.Tensor:
-        return torch.arange(n, dtype=torch.float64).remainder_(1009).div_(1009)
-
-    sums = (per_row.sum(), per_row @ weights(len(per_row)), per_col @ weights(len(per_col)))
-    return [list(x.shape), *(round(float(v), 4) for v in sums)]
-
-
-def _plain(value):
-    """Settings as plain Python values, so they compare equal after a checkpoint round trip."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.device):
-        return str(value)
-    return value
