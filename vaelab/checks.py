@@ -139,3 +139,18 @@ def images_of(data) -> torch.Tensor:
     """The images of ``data``: a tensor itself, or the first field of an ``ImageData`` /
     ``ShapesData`` / ``(images, labels)`` pair."""
     return data if isinstance(data, torch.Tensor) else data[0]
+
+
+def check_tensor(value, name: str, *, dim: int | None = None, min_dim: int = 0) -> torch.Tensor:
+    """``value`` if it is a floating-point ``torch.Tensor`` with ``dim`` axes (or at least
+    ``min_dim``); shape checks only, no pass over the data, so cheap enough for a training loop."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {describe(value)} — convert with "
+                        "torch.as_tensor(...)")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got {value.dtype} — use "
+                        f"{name}.float()")
+    if (dim is not None and value.dim() != dim) or value.dim() < min_dim:
+        want = f"{dim}" if dim is not None else f"at least {min_dim}"
+        raise ValueError(f"{name} must have {want} axes; got shape {tuple(value.shape)}")
+    return value
