@@ -1,18 +1,11 @@
-"""The anchor loss (vaelab.losses): donut and stick maps, donutness, the shifted-prior KL."""
+"""The anchor loss (vaelab.anchor): donut and stick maps, donutness, the shifted-prior KL."""
 
 import pytest
 import torch
 
 from vaelab import VAE, evaluate
-from vaelab.losses import (
-    anchor_kl,
-    anchor_prior_mean,
-    donut_map,
-    donutness,
-    kl_divergence,
-    stick_map,
-    vae_loss,
-)
+from vaelab.anchor import anchor_kl, anchor_prior_mean, donut_map, donutness, stick_map
+from vaelab.losses import kl_divergence, vae_loss
 
 
 def ring(r_in: float, r_out: float, size: int = 28) -> torch.Tensor:
@@ -87,7 +80,6 @@ def test_donutness_is_a_difference_of_ink_shares():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(donutness(0.3 * x), got)     # shares: brightness does not matter
     assert donutness(torch.zeros(2, 1, 28, 28)).eq(0).all()  # a blank image: 0, not NaN
-    assert donutness(x.double()).dtype == torch.float64
 
 
 def test_mnist_zeros_score_highest_and_ones_lowest(mnist):
@@ -150,3 +142,32 @@ def test_training_path_uses_the_anchor_kl(mnist):
     got = evaluate(model, x, likelihood="gaussian", anchor_rate=2.5)
     assert got["kl"] == pytest.approx(float(want), rel=1e-5)
     assert got["kl"] != pytest.approx(evaluate(model, x, likelihood="gaussian")["kl"], rel=1e-3)
+
+
+# --- what it refuses -------------------------------------------------------------------------
+
+def test_donutness_names_the_shape_it_needs():
+    with pytest.raises(ValueError, match=r"x.view\(1, 1, 28, 28\)"):
+        donutness(torch.rand(28, 28))
+    with pytest.raises(ValueError, match="square"):
+        donutness(torch.rand(2, 1, 28, 20))
+    with pytest.raises(ValueError, match="divide by 255"):
+        donutness(torch.full((1, 1, 28, 28), 200.0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        donutness([[0.0]])
+
+
+def test_maps_and_anchor_refuse_impossible_settings():
+    with pytest.raises(ValueError, match="outer must be > 0.5"):
+        donut_map(inner=0.5, outer=0.4)
+    with pytest.raises(ValueError, match="width must be at most size"):
+        stick_map(size=4, width=6)
+    with pytest.raises(TypeError, match="size must be an integer"):
+        donut_map(size=28.5)
+    x = torch.rand(2, 1, 28, 28)
+    with pytest.raises(ValueError, match="anchor_rate must be ≥ 0"):
+        anchor_prior_mean(x, -1.0, 2)
+    with pytest.raises(ValueError, match="same N images"):
+        anchor_kl(torch.zeros(3, 2), torch.zeros(3, 2), x, 1.0)
+    with pytest.raises(ValueError, match="mu must have 2 axes"):
+        anchor_kl(torch.zeros(2), torch.zeros(2), x, 1.0)

@@ -78,7 +78,18 @@ def test_unknown_likelihood():
         losses.reconstruction_per_image(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 28, 28), "l1")
 
 
-def test_donutness_names_the_shape_it_needs():
-    with pytest.raises(ValueError, match=r"x.view\(1, 1, 28, 28\)"):
-        losses.donutness(torch.rand(28, 28))
-    assert float(losses.donutness(torch.zeros(1, 1, 28, 28))) == 0.0
+
+def test_inputs_of_the_wrong_kind_or_shape_are_named():
+    x = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"same shape.*\(2, 1, 28, 28\) and x \(3, 1, 28, 28\)"):
+        losses.bernoulli_nll_per_image(x, torch.zeros(3, 1, 28, 28))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        losses.squared_error_per_image(x, x.numpy())
+    with pytest.raises(ValueError, match="mu and logvar must have the same shape"):
+        losses.kl_divergence(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        losses.kl_divergence(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="beta must be ≥ 0"):
+        losses.vae_loss(x, x, torch.zeros(2, 3), torch.zeros(2, 3), beta=-1.0)
+    with pytest.raises(ValueError, match="prior_mean must be"):
+        losses.vae_loss(x, x, torch.zeros(2, 3), torch.zeros(2, 3), prior_mean=torch.zeros(5, 3))

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .anchor import anchor_prior_mean
 from .checks import check_images, check_int, images_of
 from .data import batches
-from .losses import LIKELIHOODS, anchor_prior_mean, vae_loss
+from .losses import LIKELIHOODS, vae_loss
 from .models import LatentModel
 
 TERMS = ("total", "reconstruction", "kl")
