@@ -154,3 +154,35 @@ def check_tensor(value, name: str, *, dim: int | None = None, min_dim: int = 0) 
         want = f"{dim}" if dim is not None else f"at least {min_dim}"
         raise ValueError(f"{name} must have {want} axes; got shape {tuple(value.shape)}")
     return value
+
+
+def check_sizes(value, name: str) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of integers ≥ 1 (layer widths such as ``hidden=(400,)``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        raise TypeError(f"{name} must be a tuple of layer sizes; got {value!r} — pass ({value},)")
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TypeError(f"{name} must be a tuple of layer sizes such as (400,); got "
+                        f"{describe(value)}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must list at least one layer size, e.g. (400,); got ()")
+    return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+
+def check_device(value, name: str = "device") -> torch.device:
+    """``value`` (``"cpu"``, ``"cuda"``, ``torch.device``, ...) as a ``torch.device`` this
+    machine has."""
+    if not isinstance(value, str | torch.device):
+        raise TypeError(f"{name} must be a string such as 'cpu' or a torch.device; got "
+                        f"{describe(value)}")
+    try:
+        device = torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(f"{name} {value!r} is not a device torch knows; use 'cpu', 'cuda' or "
+                         "'mps'") from err
+    mps = getattr(torch.backends, "mps", None)
+    present = {"cpu": True, "cuda": torch.cuda.is_available(),
+               "mps": mps is not None and mps.is_available()}
+    if not present.get(device.type, False):
+        raise ValueError(f"{name} {value!r} is not available on this machine; use 'cpu' or "
+                         "leave device=None for the best one available")
+    return device
