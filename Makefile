@@ -15,9 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
+# JupyterLab refuses to run as root (Docker, many cloud machines) without --allow-root.
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# Saved widget state: a reopened notebook shows each explorer and progress bar as it was left
+# (with a note to rerun the cell), not "Error displaying widget: model not found".
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/vaelab.json
+
 ## Set up (first time) and open the notebook series in JupyterLab.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/01_autoencoder.ipynb
+	mkdir -p $(dir $(LAB_OVERRIDES))
+	echo '{"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}' > $(LAB_OVERRIDES)
+	$(if $(LAB_AS_ROOT),@echo "make lab: running as root - JupyterLab starts with --allow-root")
+	$(BIN)/jupyter lab $(LAB_AS_ROOT) notebooks/01_autoencoder.ipynb
 
 ## Set up (first time) and run every test: lint, unit tests, browser test, all notebooks (quick mode).
 test: $(STAMP)

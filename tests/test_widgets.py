@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
+import re
 
 import numpy as np
 import pytest
@@ -26,6 +29,16 @@ def pixels(png: bytes, scale: int = widgets.SCALE, size: int = 28) -> np.ndarray
     blocks = picture.reshape(size, scale, size, scale)
     assert (blocks == blocks[:, :1, :, :1]).all(), "pixels must be upscaled by nearest neighbour"
     return blocks[:, 0, :, 0]
+
+
+def text(readout) -> str:
+    """What a readout widget shows, without its HTML tags."""
+    return html.unescape(re.sub(r"<[^>]+>", "", readout.value))
+
+
+def inline_pngs(markup: str) -> list[bytes]:
+    """The PNG bytes of every ``<img src="data:image/png;base64,...">`` in ``markup``."""
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', markup)]
 
 
 def expected(model, z) -> np.ndarray:
@@ -80,7 +93,7 @@ def test_explorer_sliders_drive_the_image():
     torch.testing.assert_close(ex.code(), torch.tensor([1.5, -2.0]))
     np.testing.assert_array_equal(pixels(ex.image.value), expected(model, [1.5, -2.0]))
     assert ex.image.value == widgets.decode_to_png(model, torch.tensor([1.5, -2.0]))
-    assert ex.readout.value == "<code>z = (1.50, −2.00)</code>"
+    assert text(ex.readout) == "z = (1.50, −2.00)"
 
     ex.reset_button.click()
     assert [s.value for s in ex.sliders] == [0.0, 0.0]
@@ -182,7 +195,7 @@ def test_interpolation_explorer_walks_from_a_to_b(data):
     ie.slider.value = 0.25
     mid = 0.75 * a + 0.25 * b
     assert ie.image.value == widgets.decode_to_png(model, mid)
-    assert ie.readout.value.startswith("<code>t = 0.25: z = (")
+    assert text(ie.readout).startswith("t = 0.25: z = (")
     ie.reset_button.click()
     assert ie.slider.value == 0.0 and ie.image.value == start
 
@@ -194,11 +207,65 @@ def test_interpolation_explorer_accepts_codes():
     torch.testing.assert_close(ie.code(), torch.full((3,), 0.5))
 
 
-def test_explorers_display_as_their_widget():
-    ex = widgets.latent_explorer(tiny(2))
+def test_explorers_display_as_their_widget_with_a_static_picture_beside(data):
+    x, y = data
+    ex = widgets.latent_explorer(tiny(2), scatter=(x, y))
+    ex.sliders[0].value = 1.0
     bundle = ex._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
     assert "vaelab-explorer" in ex.widget._dom_classes
+    # The fallback: the pictures as they are now, the readout, and the note to run the cell.
+    static = bundle["text/html"]
+    assert inline_pngs(static) == [ex.image.value, ex.scatter_image.value]
+    assert 'class="vaelab-static-picture"' in static and widgets.STATIC_NOTE in static
+    assert "z = (1.00, 0.00)" in static
+    assert bundle["text/plain"].startswith("LatentExplorer at z = (1.00, 0.00)")
+    ie = widgets.interpolation_explorer(tiny(2), x[:1], x[1:2])
+    assert len(inline_pngs(ie._repr_mimebundle_()["text/html"])) == 3  # at t, x_a and x_b
+
+
+def test_a_disconnected_explorer_says_to_run_its_cell():
+    """The note is in the widget but hidden by CSS unless ipywidgets marks the view
+    disconnected (no kernel behind it)."""
+    for ex in (widgets.latent_explorer(tiny(2)),
+               widgets.interpolation_explorer(tiny(2), torch.zeros(2), torch.ones(2))):
+        notes = [c for c in ex.widget.children + ex.widget.children[0].children
+                 if "vaelab-live-note" in getattr(c, "_dom_classes", ())]
+        assert len(notes) == 1 and widgets.LIVE_NOTE in notes[0].value
+        assert ".jupyter-widgets-disconnected .vaelab-live-note{display:block}" in notes[0].value
+
+
+def test_arrow_keys_move_a_useful_step_and_long_codes_fit_two_lines():
+    ex = widgets.latent_explorer(tiny(10))
+    assert {s.step for s in ex.sliders} == {0.05}  # 120 presses across ±3, PageUp 5 steps
+    assert [len(line) for line in text(ex.readout).splitlines()] == [len(
+        "z = (0.00, 0.00, 0.00, 0.00, 0.00,")] * 2
+    assert widgets.describe_code(torch.tensor([1.0, -2.0])) == "z = (1.00, −2.00)"
+
+
+def test_a_nan_start_code_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="start contain NaN"):
+        widgets.latent_explorer(tiny(2), start=torch.tensor([float("nan"), 0.0]))
+    with pytest.raises(ValueError, match="x_b contain NaN"):
+        widgets.interpolation_explorer(tiny(2), torch.zeros(2), torch.tensor([0.0, float("inf")]))
+    with pytest.raises(ValueError, match="lim must be a finite number"):
+        widgets.latent_explorer(tiny(2), lim=float("nan"))
+
+
+def test_a_nan_slider_value_keeps_the_last_good_picture_and_says_so():
+    model = tiny(2)
+    ex = widgets.latent_explorer(model)
+    ex.sliders[0].value = 1.0
+    good = ex.image.value
+    ex.sliders[1].value = float("nan")
+    assert ex.image.value == good
+    assert text(ex.readout) == "z₂ is not a finite number: showing the last good picture"
+    ex.sliders[1].value = 0.5
+    assert ex.image.value == widgets.decode_to_png(model, torch.tensor([1.0, 0.5]))
+    ie = widgets.interpolation_explorer(model, torch.zeros(2), torch.ones(2))
+    before = ie.image.value
+    ie.slider.value = float("nan")
+    assert ie.image.value == before and "t is not a finite number" in text(ie.readout)
 
 
 def test_bad_input_says_what_to_do(data):

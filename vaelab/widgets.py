@@ -6,13 +6,19 @@ PNG bytes of its decoded image), ``code_from_sliders`` (slider values → a code
 The explorers only wire them to sliders: moving a slider decodes ONE image and replaces the
 bytes of one ``ipywidgets.Image``; nothing is re-plotted.
 
+A displayed explorer also carries a static picture of itself (``text/html``): exporters
+(nbconvert, nbviewer, GitHub) and a notebook whose kernel is gone show that picture with a note
+to run the cell, instead of bare code or "Error displaying widget".
+
     from vaelab.widgets import latent_explorer
     latent_explorer(model, start=x_test[:1], scatter=(x_test, y_test))   # shows the widget
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import html
 import io
 import math
 
@@ -23,13 +29,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image, ImageDraw
 
 from . import viz
+from .checks import check_codes, check_model, check_number
 
 SCALE = 8            # a 28-pixel digit is shown 224 pixels wide (nearest neighbour)
 MAX_SLIDERS = 10
-SLIDER_WIDTH = "360px"
+SLIDER_WIDTH = "340px"
 SLIDER_STYLE = {"description_width": "32px"}  # room for "z₁₀"; the rest goes to the track
 BUTTON_LAYOUT = {"width": "90px", "min_width": "90px", "flex": "0 0 auto"}
 PNG_COMPRESSION = 1  # fast zlib level: encoding must not slow a slider down
+STEP = 0.05          # one arrow-key press; PageUp/PageDown move 5 steps (noUiSlider's default)
+VALUES_PER_LINE = 5  # the readout breaks a long code into lines of 5 values
+STATIC_NOTE = "Static picture: run this cell to make the explorer live."
+LIVE_NOTE = "Not connected to Python: run this cell to make the explorer live again."
+# ipywidgets marks a view whose model has no kernel behind it (drawn from saved widget state,
+# or after the kernel stopped) "jupyter-widgets-disconnected"; only then is the note shown.
+NOTE_CSS = ("<style>.vaelab-live-note{display:none}"
+            ".jupyter-widgets-disconnected .vaelab-live-note{display:block}</style>")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,9 +104,24 @@ def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tenso
     return (1 - float(t)) * a + float(t) * b
 
 
-def describe_code(z: torch.Tensor) -> str:
-    """``"z = (0.35, −1.20)"``, as the explorers' readout shows it."""
-    return "z = (" + ", ".join(f"{float(v):.2f}".replace("-", "−") for v in z) + ")"
+def describe_code(z: torch.Tensor, per_line: int | None = None) -> str:
+    """``"z = (0.35, −1.20)"``, as the explorers' readout shows it; with ``per_line``, a new
+    line after every ``per_line`` values."""
+    values = [f"{float(v):.2f}".replace("-", "−") for v in z]
+    per_line = per_line or len(values) or 1
+    lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
+    return "z = (" + ",\n     ".join(lines) + ")"
+
+
+def readout_html(text: str) -> str:
+    """The readout's HTML: ``text`` in a code font, its line breaks kept."""
+    return f'<code style="white-space:pre">{html.escape(text)}</code>'
+
+
+def img_tag(png: bytes, alt: str, css: str = "") -> str:
+    """An HTML ``<img>`` carrying ``png`` inline (a ``data:`` URL), as exporters keep it."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 class ScatterMarker:
@@ -173,6 +203,13 @@ def scatter_codes(model, scatter, max_points: int = 2000):
 # The widgets: they only wire the functions above.
 
 
+def _live_note() -> w.HTML:
+    """The note a disconnected explorer shows (hidden while Python is behind it)."""
+    note = w.HTML(f"{NOTE_CSS}<i>{LIVE_NOTE}</i>")
+    note.add_class("vaelab-live-note")
+    return note
+
+
 def _image_widget(png: bytes, shape, scale: int, css: str) -> w.Image:
     """An Image widget showing ``png``, an image of ``shape[-2:]`` pixels upscaled ``scale``×."""
     height, width = shape[-2:]
@@ -205,15 +242,24 @@ class _Explorer:
         raise NotImplementedError
 
     def update(self, change=None) -> None:
-        """Decode the current code and show it (the slider callback)."""
+        """Decode the current code and show it (the slider callback). A slider value that is
+        not a finite number is refused: the last good picture stays and the readout says so."""
         if self._holding:
+            return
+        bad = [s.description for s in self.sliders if not math.isfinite(s.value)]
+        if bad:
+            self.readout.value = readout_html(f"{', '.join(bad)} is not a finite number: "
+                                              "showing the last good picture")
             return
         z = self.code()
         self.image.value = decode_to_png(self.model, z, self.scale)
         self._after_update(z)
 
     def _after_update(self, z: torch.Tensor) -> None:
-        self.readout.value = f"<code>{describe_code(z)}</code>"
+        self.readout.value = readout_html(describe_code(z, VALUES_PER_LINE))
+
+    def _pictures(self) -> list[tuple[bytes, str]]:  # pragma: no cover - by subclasses
+        raise NotImplementedError
 
     def reset(self, button=None) -> None:
         """Put every slider back at its start value and redraw once."""
@@ -225,13 +271,24 @@ class _Explorer:
             self._holding = False
         self.update()
 
+    def static_html(self, note: str = STATIC_NOTE) -> str:
+        """HTML of the explorer as it is now: its pictures (inline PNG), the readout and
+        ``note``. The first picture, the decoded image, has class ``vaelab-static-picture``."""
+        pictures = [img_tag(png, alt, "vaelab-static-picture" if i == 0 else "")
+                    for i, (png, alt) in enumerate(self._pictures())]
+        return ('<div class="vaelab-static">'
+                '<div style="display:flex;flex-wrap:wrap;align-items:center;gap:12px">'
+                f'{"".join(pictures)}</div><div>{self.readout.value}</div>'
+                f"<p><i>{html.escape(note)}</i></p></div>")
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+        """The live widget, plus a static picture for whatever cannot show it (exporters, a
+        stored notebook without its kernel) and a one-line text/plain."""
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = self.static_html()
+        bundle["text/plain"] = (f"{type(self).__name__} at {describe_code(self.code())}: "
+                                "run this cell in Jupyter to use its sliders")
+        return bundle
 
 
 class LatentExplorer(_Explorer):
@@ -243,16 +300,17 @@ class LatentExplorer(_Explorer):
     code), ``code()``, ``widget``.
     """
 
-    def __init__(self, model, start=None, scatter=None, *, lim: float = 3.0, step: float = 0.01,
+    def __init__(self, model, start=None, scatter=None, *, lim: float = 3.0, step: float = STEP,
                  scale: int = SCALE, max_sliders: int = MAX_SLIDERS, label_name: str = "digit"):
-        viz._check_model(model)
-        if not lim > 0 or not step > 0:
-            raise ValueError(f"lim and step must be positive; got lim={lim!r}, step={step!r}")
+        check_model(model)
+        lim = check_number(lim, "lim", above=0)
+        step = check_number(step, "step", above=0)
         if not (isinstance(max_sliders, int) and max_sliders >= 1):
             raise ValueError(f"max_sliders must be a positive integer; got {max_sliders!r}")
         self.model, self.scale = model, scale
         L = model.latent_dim
-        self.start = torch.zeros(L) if start is None else viz.as_code(model, start, "start")
+        start = torch.zeros(L) if start is None else viz.as_code(model, start, "start")
+        self.start = check_codes(start, L, name="start")[0]
         n = min(L, max_sliders)
         self.sliders = []
         for i in range(n):
@@ -282,10 +340,11 @@ class LatentExplorer(_Explorer):
             controls.append(w.HTML(f"<i>Sliders for {viz.z_name(0)}…{viz.z_name(n - 1)} of "
                                    f"{L} coordinates; the others stay at the start code.</i>"))
         controls.append(w.HBox([self.reset_button, self.readout],
-                               layout=w.Layout(align_items="center", grid_gap="8px")))
+                               layout=w.Layout(align_items="center", grid_gap="8px",
+                                               flex_flow="row wrap")))
+        controls.append(_live_note())
         caption = w.HTML("<b>decoded image</b> sigmoid(decode(z))")
-        panels = [w.VBox(controls, layout=w.Layout(width=SLIDER_WIDTH)),
-                  w.VBox([caption, self.image])]
+        panels = [w.VBox(controls), w.VBox([caption, self.image])]
         if self.scatter_image is not None:
             panels.append(self.scatter_image)
         self.widget = w.HBox(panels, layout=w.Layout(flex_flow="row wrap", align_items="center",
@@ -301,6 +360,12 @@ class LatentExplorer(_Explorer):
     def _start_values(self) -> list[float]:
         return [float(v) for v in self.start[: len(self.sliders)]]
 
+    def _pictures(self) -> list[tuple[bytes, str]]:
+        pictures = [(self.image.value, "decoded image")]
+        if self.scatter_image is not None:
+            pictures.append((self.scatter_image.value, "latent scatter, z ringed"))
+        return pictures
+
     def _after_update(self, z: torch.Tensor) -> None:
         if self.scatter is not None:
             self.scatter_image.value = self.scatter.render(z)
@@ -313,13 +378,15 @@ class InterpolationExplorer(_Explorer):
     ``image``, ``readout``, ``reset_button``, ``a``/``b`` (the end codes), ``code()``, ``widget``.
     """
 
-    def __init__(self, model, x_a, x_b, *, step: float = 0.01, scale: int = SCALE):
-        viz._check_model(model)
-        if not 0 < step <= 1:
+    def __init__(self, model, x_a, x_b, *, step: float = 0.02, scale: int = SCALE):
+        check_model(model)
+        if not 0 < check_number(step, "step") <= 1:
             raise ValueError(f"step must be in (0, 1]; got {step!r}")
         self.model, self.scale = model, scale
-        self.a = viz.as_code(model, x_a, "x_a")
-        self.b = viz.as_code(model, x_b, "x_b")
+        L = model.latent_dim
+        self.a = check_codes(viz.as_code(model, x_a, "x_a"), L, name="x_a")[0]
+        self.b = check_codes(viz.as_code(model, x_b, "x_b"), L, name="x_b")[0]
+        self._end_pngs: list[tuple[bytes, str]] = []
         self.slider = w.FloatSlider(value=0.0, min=0.0, max=1.0, step=step, description="t",
                                     readout_format=".2f", continuous_update=True,
                                     style=SLIDER_STYLE, layout=w.Layout(width=SLIDER_WIDTH))
@@ -335,9 +402,10 @@ class InterpolationExplorer(_Explorer):
         middle = w.VBox([w.HTML("<b>decoded image</b> at t"), self.image])
         self.widget = w.VBox([
             w.HBox([self.slider, self.reset_button, self.readout],
-                   layout=w.Layout(align_items="center")),
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
             w.HBox([ends[0], middle, ends[1]], layout=w.Layout(align_items="flex-end",
                                                                grid_gap="12px")),
+            _live_note(),
         ])
         self.widget.add_class("vaelab-explorer")
         self._wire()
@@ -350,8 +418,9 @@ class InterpolationExplorer(_Explorer):
         else:
             pixels = image_pixels(x)
         small = max(1, self.scale // 2)
-        return w.VBox([w.HTML(name), _image_widget(to_png(pixels, small), pixels.shape, small,
-                                                   "vaelab-end-image")])
+        png = to_png(pixels, small)
+        self._end_pngs.append((png, name))
+        return w.VBox([w.HTML(name), _image_widget(png, pixels.shape, small, "vaelab-end-image")])
 
     def code(self) -> torch.Tensor:
         """The code ``(1 - t) a + t b`` at the slider's t."""
@@ -361,7 +430,12 @@ class InterpolationExplorer(_Explorer):
         return [0.0]
 
     def _after_update(self, z: torch.Tensor) -> None:
-        self.readout.value = f"<code>t = {self.slider.value:.2f}: {describe_code(z)}</code>"
+        text = f"t = {self.slider.value:.2f}: {describe_code(z, VALUES_PER_LINE)}"
+        self.readout.value = readout_html(text)
+
+    def _pictures(self) -> list[tuple[bytes, str]]:
+        (a, name_a), (b, name_b) = self._end_pngs
+        return [(self.image.value, "decoded image at t"), (a, name_a), (b, name_b)]
 
 
 def latent_explorer(model, start=None, scatter=None, **options) -> LatentExplorer:
