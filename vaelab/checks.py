@@ -186,3 +186,14 @@ def check_device(value, name: str = "device") -> torch.device:
         raise ValueError(f"{name} {value!r} is not available on this machine; use 'cpu' or "
                          "leave device=None for the best one available")
     return device
+
+
+def are_images(x, shape: tuple[int, ...]) -> bool:
+    """True when ``check_images(x, shape=shape)`` would pass, tested in one cheap look at the data
+    (its min and max: NaN fails both comparisons, ±inf one), so a model can check every batch of
+    a training loop; call ``check_images`` for the error message when this is False."""
+    if not (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.dim() == 4
+            and tuple(x.shape[1:]) == tuple(shape) and len(x) > 0):
+        return False
+    lo, hi = torch.stack([x.min(), x.max()]).tolist()
+    return 0.0 <= lo and hi <= 1.0
