@@ -260,14 +260,3 @@ def test_iwae_errors(trained, shapes):
     with pytest.raises(ValueError, match="shape"):
         metrics.importance_weighted_log_likelihood(trained, torch.rand(3, 1, 28, 28))
 
-
-def test_plot_mutual_information(shapes):
-    from matplotlib.figure import Figure
-
-    result = metrics.mutual_info_gap(shapes.factors.float(), shapes.factors)
-    fig = metrics.plot_mutual_information(result, shapes.names)
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == list(shapes.names)
-    assert len(ax.patches) == 5 and "MIG = 1.000" in ax.get_title()
-    assert len(fig.axes) == 2  # the heat map and its colorbar

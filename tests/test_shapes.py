@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import data
 from vaelab.shapes import FACTORS, GRIDS, SHAPES, ShapesData, ShapesGrid, load_shapes
 
 TINY = GRIDS["tiny"]
@@ -31,10 +30,6 @@ def test_shapes_dtypes_and_ranges(tiny):
     assert tiny.factors.shape == (270, 5) and tiny.factors.dtype == torch.int64
     assert tiny.values.shape == (270, 5) and tiny.values.dtype == torch.float32
     assert tiny[0] is tiny.images  # fit(model, data) and data[0] take the images
-
-
-def test_re_exported_from_data():
-    assert data.load_shapes is load_shapes
 
 
 def test_grid_sizes_stated_in_the_docs():
@@ -162,16 +157,3 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="'scale' takes indices 0..1"):
         TINY.render(torch.tensor([[0, 2, 0, 0, 0]]))
 
-
-def test_plot_factors_shows_each_factor_in_a_row():
-    from matplotlib.figure import Figure
-
-    from vaelab.shapes import plot_factors
-
-    fig = plot_factors("tiny")
-    assert isinstance(fig, Figure)
-    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
-    assert labels == list(FACTORS)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert len(shown) == 3 + 2 + 5 + 3 + 3
-    assert [ax.get_xlabel() for ax in shown[:3]] == list(SHAPES)

@@ -369,3 +369,79 @@ def test_latent_grid_over_a_rectangle():
         viz.latent_grid(model, lim=((1.0, 0.0), (0.0, 1.0)))
     with pytest.raises(ValueError, match="positive"):
         viz.latent_grid(model, lim=-2)
+
+
+# --- disentanglement, the β sweep and the shapes factors --------------------------------------
+
+def sweep_result(with_mig: bool = True):
+    """A SweepResult with a hand-made table: 2 β × 2 seeds at known rates and distortions."""
+    import pandas as pd
+
+    from vaelab.sweep import SweepResult
+
+    table = pd.DataFrame({"beta": [0.5, 0.5, 4.0, 4.0], "seed": [0, 1, 0, 1],
+                          "rate": [20.0, 22.0, 5.0, 6.0],
+                          "distortion": [100.0, 98.0, 130.0, 128.0]})
+    if with_mig:
+        table["mig"] = [0.1, 0.2, 0.4, 0.6]
+    return SweepResult(table, name="hand")
+
+
+def test_plot_mutual_information_outlines_each_factors_top_latent():
+    from vaelab import metrics
+
+    factors = torch.arange(60).reshape(-1, 1).remainder(torch.tensor([[3, 4]])).long()
+    codes = torch.cat([factors[:, [1]].float(), torch.zeros(60, 1), factors[:, [0]].float()], 1)
+    result = metrics.mutual_info_gap(codes, factors)  # factor 0 in z₃, factor 1 in z₁
+    fig = viz.plot_mutual_information(result, ["colour", "size"])
+    ax = fig.axes[0]
+    assert tick_texts(ax.get_xticklabels()) == ["colour\nMIG 1.00", "size\nMIG 1.00"]
+    assert tick_texts(ax.get_yticklabels()) == ["z₁", "z₂", "z₃"]
+    assert [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches] == [(0, 2), (1, 0)]
+    assert "MIG = 1.000" in ax.get_title() and len(fig.axes) == 2  # heat map and colorbar
+    with pytest.raises(ValueError, match="factor_names must list 2 names"):
+        viz.plot_mutual_information(result, ["colour"])
+    with pytest.raises(TypeError, match="metrics.MIG"):
+        viz.plot_mutual_information(result.mi)
+
+
+def test_plot_rate_distortion_puts_each_model_at_its_rate_and_distortion():
+    fig = viz.plot_rate_distortion(sweep_result())
+    ax = fig.axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert sorted(map(tuple, points.tolist())) == [(5.0, 130.0), (6.0, 128.0), (20.0, 100.0),
+                                                   (22.0, 98.0)]
+    assert tick_texts(ax.get_legend().get_texts())[:2] == ["0.5", "4"]
+    # −ELBO spans 120..135: dashed lines every 5 nats (a round step for a 15-nat span)
+    labels = sorted(float(t.get_text()) for t in ax.texts)
+    assert labels and all(v % 5 == 0 for v in labels)
+    assert any(line.get_linestyle() == "--" for line in ax.lines)
+    assert "rate" in ax.get_xlabel() and "distortion" in ax.get_ylabel()
+
+
+def test_plot_mig_shows_mean_and_spread_over_seeds():
+    fig = viz.plot_mig(sweep_result())
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "β" and tick_texts(ax.get_xticklabels()) == ["0.5", "4"]
+    (bars,) = ax.containers  # mean ± std over seeds
+    np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata(), float), [0.15, 0.5])
+    with pytest.raises(ValueError, match="factors=data.factors"):
+        viz.plot_mig(sweep_result(with_mig=False))
+    with pytest.raises(TypeError, match="SweepResult"):
+        viz.plot_mig({"mig": [0.1]})
+
+
+def test_plot_factors_shows_each_factor_in_a_row():
+    from vaelab.shapes import FACTORS, SHAPES
+
+    fig = viz.plot_factors("tiny")
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == list(FACTORS)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3 + 2 + 5 + 3 + 3
+    assert [ax.get_xlabel() for ax in shown[:3]] == list(SHAPES)
+    assert [ax.get_xlabel() for ax in shown[5:10]] == ["0°", "72°", "144°", "216°", "288°"]
+    with pytest.raises(ValueError, match="ONE row"):
+        viz.plot_factors("tiny", base=torch.zeros(2, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="one of"):
+        viz.plot_factors("huge")

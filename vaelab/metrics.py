@@ -273,34 +273,3 @@ def importance_weighted_log_likelihood(model, x: torch.Tensor, k: int = 100, *,
         model.train(was_training)
     return torch.cat(out).float()
 
-
-def plot_mutual_information(result: MIG, factor_names=None, latent_names=None,
-                            title: str | None = None):
-    """A ``Figure``: the normalised mutual information I(z_j; v_k) / H(v_k) of every latent
-    (rows) with every factor (columns), the top latent of each factor outlined, and each
-    factor's MIG (the gap between its top two entries) under its name."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    norm = result.mi / result.entropy
-    n_lat, n_fac = norm.shape
-    factor_names = list(factor_names or [f"v{k + 1}" for k in range(n_fac)])
-    latent_names = list(latent_names or [f"z{j + 1}" for j in range(n_lat)])
-    fig = Figure(figsize=(1.0 + 0.9 * n_fac, 0.9 + 0.36 * n_lat), layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for j in range(n_lat):
-        for k in range(n_fac):
-            ax.text(k, j, f"{norm[j, k]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[j, k] > 0.6 else "black")
-    for k, j in enumerate(result.top):
-        ax.add_patch(Rectangle((k - 0.5, j - 0.5), 1, 1, fill=False, lw=2, color="darkorange"))
-    ax.set_xticks(range(n_fac), [f"{n}\nMIG {g:.2f}" for n, g in
-                                 zip(factor_names, result.per_factor, strict=True)], fontsize=8)
-    ax.set_yticks(range(n_lat), latent_names, fontsize=8)
-    ax.set_xlabel("factor (with its gap between the two most informative latents)")
-    ax.set_ylabel("latent")
-    fig.colorbar(im, ax=ax, label="I(z; v) / H(v)")
-    ax.set_title(title or f"Mutual information latent × factor; MIG = {result.mig:.3f}",
-                 fontsize=10)
-    return fig

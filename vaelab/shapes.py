@@ -43,10 +43,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .checks import check_choice, check_int, check_number, describe
+
 FACTORS = ("shape", "scale", "orientation", "x", "y")
 SHAPES = ("square", "ellipse", "heart")
-#: Rotations that map each shape onto itself (radians): its pictures repeat with this period.
-SYMMETRY = {"square": math.pi / 2, "ellipse": math.pi, "heart": 2 * math.pi}
 
 _ELLIPSE_MINOR = 0.5  # semi-minor axis of the ellipse; its semi-major axis is 1
 # The heart (x² + y² − 1)³ − x² y³ ≤ 0 spans y in [−1, 1.236]; its area centroid is at
@@ -75,9 +75,7 @@ class ShapesGrid:
     def __post_init__(self):
         for name in ("size", "n_scale", "n_orientation", "n_position", "position_step",
                      "supersample"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            check_int(getattr(self, name), name)
         if self.n_orientation in (2, 4):
             raise ValueError(
                 f"n_orientation={self.n_orientation} puts adjacent orientations a multiple of "
@@ -114,7 +112,7 @@ class ShapesGrid:
 
     def factors_of(self, index) -> torch.Tensor:
         """Flat image indices ``(N,)`` → factor indices ``(N, 5)`` int64 (``y`` varies fastest)."""
-        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
+        index = _indices(index, "index").reshape(-1)
         if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(self)):
             raise ValueError(f"indices must be in [0, {len(self)}); got {int(index.min())} to "
                              f"{int(index.max())}")
@@ -126,7 +124,7 @@ class ShapesGrid:
 
     def index_of(self, factors) -> torch.Tensor:
         """Factor indices ``(N, 5)`` → flat image indices ``(N,)`` (inverse of ``factors_of``)."""
-        factors = self._check_factors(factors)
+        factors = self.check_factors(factors)
         index = torch.zeros(len(factors), dtype=torch.int64)
         for j in range(5):
             index = index * self.counts[j] + factors[:, j]
@@ -134,14 +132,16 @@ class ShapesGrid:
 
     def factor_values(self, factors) -> torch.Tensor:
         """Factor indices ``(N, 5)`` → real values ``(N, 5)`` float32 (see ``values``)."""
-        factors = self._check_factors(factors)
+        factors = self.check_factors(factors)
         table = self.values()
         cols = [torch.as_tensor(table[name], dtype=torch.float32)[factors[:, j]]
                 for j, name in enumerate(FACTORS)]
         return torch.stack(cols, dim=1)
 
-    def _check_factors(self, factors) -> torch.Tensor:
-        factors = torch.as_tensor(factors, dtype=torch.int64)
+    def check_factors(self, factors) -> torch.Tensor:
+        """Factor indices of this grid as an int64 tensor ``(N, 5)`` (one row ``(5,)`` becomes
+        ``(1, 5)``), or a ValueError naming the factor whose index is out of range."""
+        factors = _indices(factors, "factors")
         if factors.dim() == 1:
             factors = factors.unsqueeze(0)
         if factors.dim() != 2 or factors.shape[1] != 5:
@@ -161,7 +161,7 @@ class ShapesGrid:
 
     def render(self, factors) -> torch.Tensor:
         """Images ``(N, 1, size, size)`` float32 in [0, 1] for factor indices ``(N, 5)``."""
-        factors = self._check_factors(factors)
+        factors = self.check_factors(factors)
         sprites = self.sprites().flatten(0, 2)
         which = (factors[:, 0] * self.n_scale + factors[:, 1]) * self.n_orientation + factors[:, 2]
         # pixel (i, j) of an image's sprite lands at flat pixel (y0 + i) * size + (x0 + j)
@@ -176,6 +176,7 @@ class ShapesGrid:
 
     def chunks(self, chunk_size: int = 16384) -> Iterator[ShapesData]:
         """The whole grid in order, ``chunk_size`` images at a time (for grids too big to hold)."""
+        chunk_size = check_int(chunk_size, "chunk_size")
         for start in range(0, len(self), chunk_size):
             index = torch.arange(start, min(start + chunk_size, len(self)))
             factors = self.factors_of(index)
@@ -205,6 +206,18 @@ class ShapesData(NamedTuple):
     @property
     def names(self) -> tuple[str, ...]:
         return FACTORS
+
+
+def _indices(value, name: str) -> torch.Tensor:
+    """``value`` (tensor, array or list of whole numbers) as an int64 tensor; floats refused."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be integer indices; got {describe(value)}") from err
+    if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise TypeError(f"{name} must be integer indices (data.factors, not data.values); got "
+                        f"{t.dtype}")
+    return t.to(torch.int64)
 
 
 def _inside(shape: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -248,10 +261,11 @@ def _sprites(grid: ShapesGrid) -> torch.Tensor:
     return out
 
 
-def _grid(grid: str | ShapesGrid) -> ShapesGrid:
+def as_grid(grid: str | ShapesGrid) -> ShapesGrid:
+    """``grid`` itself if it is a ``ShapesGrid``, else the grid of that name in ``GRIDS``."""
     if isinstance(grid, ShapesGrid):
         return grid
-    if grid not in GRIDS:
+    if not isinstance(grid, str) or grid not in GRIDS:
         raise ValueError(f"grid must be a ShapesGrid or one of {sorted(GRIDS)}; got {grid!r}")
     return GRIDS[grid]
 
@@ -268,13 +282,14 @@ def load_shapes(grid: str | ShapesGrid = "small", *, n: int | None = None, seed:
     quarter of the memory), factor indices ``(N, 5)`` int64 and values ``(N, 5)`` float32 for
     ``FACTORS``. Refuses to allocate more than ``max_gb`` gigabytes of images.
     """
-    grid = _grid(grid)
+    grid = as_grid(grid)
     total = len(grid)
-    if n is not None and not (isinstance(n, int) and 1 <= n <= total):
+    if n is not None and check_int(n, "n") > total:
         raise ValueError(f"n must be an integer from 1 to {total:,} (the grid's size); got {n!r}")
     count = total if n is None else n
-    if dtype not in (torch.float32, torch.uint8):
-        raise ValueError(f"dtype must be torch.float32 or torch.uint8; got {dtype}")
+    seed = check_int(seed, "seed", minimum=0)
+    max_gb = check_number(max_gb, "max_gb", above=0.0)
+    check_choice(dtype, "dtype", (torch.float32, torch.uint8))
     gb = count * grid.size**2 * (4 if dtype == torch.float32 else 1) / 1e9
     if gb > max_gb:
         raise ValueError(
@@ -298,46 +313,3 @@ def load_shapes(grid: str | ShapesGrid = "small", *, n: int | None = None, seed:
               f"{'' if n is None else f'of {total:,}, random subset '}for {', '.join(FACTORS)})")
     return ShapesData(images, factors, grid.factor_values(factors), grid)
 
-
-def _value_label(name: str, value: float) -> str:
-    if name == "shape":
-        return SHAPES[int(value)]
-    if name == "orientation":
-        return f"{math.degrees(value):.0f}°"
-    return f"{value:.2f}"
-
-
-def plot_factors(grid: str | ShapesGrid = "small", base=None, max_values: int = 10):
-    """A ``Figure`` with one row per factor: that factor runs over its values (at most
-    ``max_values``, evenly spread), the others stay at ``base`` (factor indices ``(5,)``;
-    default: heart, largest scale, 0°, centre)."""
-    from matplotlib.figure import Figure
-
-    grid = _grid(grid)
-    counts = grid.counts
-    if base is None:
-        base = [2, counts[1] - 1, 0, counts[3] // 2, counts[4] // 2]
-    base = grid._check_factors(base)[0]
-    values = grid.values()
-    ncol = min(max_values, max(counts))
-    fig = Figure(figsize=(1.0 * ncol + 0.9, 1.15 * len(FACTORS)), layout="constrained")
-    axes = fig.subplots(len(FACTORS), ncol, squeeze=False)
-    for row, name in enumerate(FACTORS):
-        picks = np.unique(np.linspace(0, counts[row] - 1, min(ncol, counts[row])).round())
-        factors = base.repeat(len(picks), 1)
-        factors[:, row] = torch.as_tensor(picks, dtype=torch.int64)
-        images = grid.render(factors)
-        for col, ax in enumerate(axes[row]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col >= len(picks):
-                ax.set_axis_off()
-                continue
-            ax.imshow(images[col, 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xlabel(_value_label(name, values[name][int(picks[col])]), fontsize=8,
-                          labelpad=2)
-        axes[row, 0].set_ylabel(name, fontsize=10)
-    fig.suptitle(f"One factor per row ({counts[0]} shapes, {counts[1]} scales, {counts[2]} "
-                 f"orientations, {counts[3]} × {counts[4]} positions); the others fixed",
-                 fontsize=10)
-    return fig

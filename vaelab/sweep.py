@@ -1,4 +1,5 @@
-"""The β sweep: train one model per (β, seed), measure each, and plot what β trades.
+"""The β sweep: train one model per (β, seed) and measure each (``viz.plot_rate_distortion``
+and ``viz.plot_mig`` draw what β trades).
 
 ``beta_sweep`` trains through ``train_or_load`` (each model cached on disk) and caches its
 results table too, so a second run takes seconds. The table has one row per model:
@@ -24,11 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib as mpl
-import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from . import metrics
 from .cache import fingerprint, plain, train_or_load
@@ -163,95 +161,3 @@ def _measure(model, history: History, x, x_eval, factors, factor_names, likeliho
     row["train_seconds"] = float(sum(history.seconds))
     return row
 
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
-def _beta_colours(betas) -> dict:
-    """A colour per β, from dark to light in order of β on a log scale (viridis, minus its
-    palest yellows so every point shows on white)."""
-    betas = sorted(set(float(b) for b in betas))
-    logs = [math.log(b) if b > 0 else math.log(min([c for c in betas if c > 0], default=1)) - 1
-            for b in betas]
-    lo, hi = min(logs), max(logs)
-    cmap = mpl.colormaps["viridis"]
-    return {b: cmap(0.85 * (v - lo) / (hi - lo) if hi > lo else 0.4)
-            for b, v in zip(betas, logs, strict=True)}
-
-
-def _nice_step(span: float) -> float:
-    raw = span / 5
-    mag = 10 ** math.floor(math.log10(raw))
-    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-
-
-def plot_rate_distortion(result: SweepResult, title: str | None = None) -> Figure:
-    """Rate (mean KL) against distortion (mean reconstruction term), one point per model,
-    coloured by β; dashed lines join the points of equal ELBO (rate + distortion = constant),
-    labelled with −ELBO in nats on the frame."""
-    t = result.table
-    colours = _beta_colours(t["beta"])
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    ax = fig.add_subplot()
-    for beta, group in t.groupby("beta"):
-        ax.scatter(group["rate"], group["distortion"], color=colours[beta], s=50,
-                   edgecolor="black", linewidth=0.5, label=f"{beta:g}", zorder=3)
-    rx, dx = t["rate"].to_numpy(), t["distortion"].to_numpy()
-    pad_r, pad_d = 0.1 * (np.ptp(rx) or 1.0), 0.1 * (np.ptp(dx) or 1.0)
-    xlim = (max(0.0, rx.min() - pad_r), rx.max() + pad_r)
-    ylim = (max(0.0, dx.min() - pad_d), dx.max() + pad_d)
-    total = rx + dx
-    step = _nice_step(max(np.ptp(total), 1.0))
-    first = math.ceil((xlim[0] + ylim[0]) / step) * step
-    for c in np.arange(first, xlim[1] + ylim[1], step):
-        ax.plot(xlim, [c - xlim[0], c - xlim[1]], ls="--", lw=0.8, color="grey", zorder=1)
-        if xlim[0] <= c - ylim[1] <= xlim[1]:  # leaves through the top: label above the frame
-            ax.annotate(f"{c:g}", (c - ylim[1], ylim[1]), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8,
-                        color="grey", annotation_clip=False)
-        elif ylim[0] <= c - xlim[1] <= ylim[1]:  # through the right side: label beside it
-            ax.annotate(f"{c:g}", (xlim[1], c - xlim[1]), xytext=(3, 0),
-                        textcoords="offset points", ha="left", va="center", fontsize=8,
-                        color="grey", annotation_clip=False)
-    ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
-    ax.set_xlim(*xlim)
-    ax.set_ylim(*ylim)
-    ax.set_xlabel("rate: mean KL(q(z|x) ‖ p(z))  [nats per image]")
-    ax.set_ylabel("distortion: mean −log p(x|z)  [nats per image]")
-    ax.legend(title="β", fontsize=8, loc="best")
-    ax.set_title(title or f"{result.name}: rate against distortion, one point per model",
-                 pad=16)
-    ax.grid(alpha=0.2)
-    return fig
-
-
-def plot_mig(result: SweepResult, title: str | None = None) -> Figure:
-    """MIG against β: one small point per seed and the mean ± standard deviation over seeds."""
-    t = result.table
-    if "mig" not in t:
-        raise ValueError("this sweep has no MIG: run beta_sweep(..., factors=data.factors) on "
-                         "data with known factors (vaelab.shapes)")
-    colours = _beta_colours(t["beta"])
-    betas = sorted(t["beta"].unique())
-    pos = {b: i for i, b in enumerate(betas)}  # evenly spaced, labelled with β
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    rng = np.random.default_rng(0)
-    for beta, group in t.groupby("beta"):
-        jitter = rng.uniform(-0.08, 0.08, len(group))
-        ax.scatter(pos[beta] + jitter, group["mig"], s=20, color=colours[beta], alpha=0.7,
-                   edgecolor="none", zorder=2)
-    stats = t.groupby("beta")["mig"].agg(["mean", "std"]).fillna(0.0)
-    ax.errorbar([pos[b] for b in stats.index], stats["mean"], yerr=stats["std"], fmt="o-",
-                color="black", capsize=4, lw=1, ms=5, label="mean ± std over seeds", zorder=3)
-    ax.scatter([], [], s=20, color=colours[betas[-1]], label="one seed")
-    ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
-    ax.set_xlabel("β")
-    ax.set_ylabel("MIG (0 = entangled, 1 = disentangled)")
-    ax.set_ylim(0, max(0.1, float(t["mig"].max()) * 1.2))
-    ax.legend(fontsize=8)
-    n_seeds = t.groupby("beta").size().max()
-    ax.set_title(title or f"{result.name}: MIG against β ({n_seeds} seeds)")
-    ax.grid(alpha=0.2)
-    return fig

@@ -16,13 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from .checks import check_images
+from .checks import (
+    check_choice,
+    check_codes,
+    check_images,
+    check_int,
+    check_model,
+    check_number,
+    describe,
+)
 from .models import AE
 
 # ---------------------------------------------------------------------------------------------
@@ -96,23 +105,25 @@ def _every(n: int) -> int:
 
 
 def _check_model(model) -> None:
-    if not (hasattr(model, "decode") and hasattr(model, "latent_dim")):
-        raise TypeError(f"model must be a vaelab model (AE, VAE, ConvVAE); got {type(model)}")
+    """Kept only until vaelab.widgets calls ``checks.check_model`` itself; then removed."""
+    check_model(model)
 
 
 @torch.no_grad()
 def decode_images(model, z) -> torch.Tensor:
     """Codes ``(N, L)`` → images ``(N, 1, H, W)`` in [0, 1] on the CPU: sigmoid(decode(z))."""
-    _check_model(model)
-    z = torch.as_tensor(z, dtype=torch.float32)
+    check_model(model)
+    z = check_codes(z, model.latent_dim)
     return torch.sigmoid(model.decode(z.to(model.device))).cpu()
 
 
 def as_code(model, x, name: str = "start") -> torch.Tensor:
     """One latent code ``(L,)`` on the CPU from a code (``(L,)`` or ``(1, L)``) or from one image
     ``(1, 1, 28, 28)`` (its posterior mean; the AE's code)."""
-    _check_model(model)
-    x = torch.as_tensor(x, dtype=torch.float32)
+    check_model(model)
+    if not isinstance(x, torch.Tensor):
+        x = check_codes(x, model.latent_dim, name=name)  # lists and arrays are codes
+    x = x.detach().float()
     shape = tuple(model.image_shape)
     if x.dim() == 4 or tuple(x.shape) == shape:
         x = x.reshape(-1, *shape) if x.dim() == 3 else x
@@ -126,7 +137,7 @@ def as_code(model, x, name: str = "start") -> torch.Tensor:
         raise ValueError(f"{name} must be a code of shape ({L},) or (1, {L}) or one image "
                          f"(1, {', '.join(map(str, shape))}); got shape {tuple(x.shape)} "
                          f"(this model has latent_dim={L})")
-    return x.reshape(L).detach().cpu().clone()
+    return check_codes(x.reshape(1, L).cpu(), L, name=name)[0].clone()
 
 
 def _base_code(model, base) -> torch.Tensor:
@@ -137,8 +148,9 @@ def interpolation_path(codes: torch.Tensor, steps: int) -> tuple[torch.Tensor, l
     """Straight lines through ``codes`` ``(K, L)``, ``steps`` points per segment (both ends
     included, shared ends counted once): ``((K-1)*(steps-1)+1, L)`` codes and the row index of
     each of the K given codes."""
-    if not (isinstance(steps, int) and steps >= 2):
-        raise ValueError(f"steps must be an integer >= 2 (points per segment); got {steps!r}")
+    steps = check_int(steps, "steps (points per segment)", minimum=2)
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"codes must be a tensor (K, L); got {describe(codes)}")
     if codes.dim() != 2 or len(codes) < 2:
         raise ValueError(f"need at least 2 codes (K, L) to walk through; got {tuple(codes.shape)}")
     t = torch.linspace(0, 1, steps).unsqueeze(1)
@@ -171,8 +183,7 @@ def _as_images(images, name: str = "images") -> torch.Tensor:
 def show_images(images, nrow: int = 10, title: str | None = None) -> Figure:
     """Any batch of images ``(N, 1, H, W)`` (or ``(N, H, W)``) in [0, 1] as one grid."""
     x = _as_images(images)
-    if not (isinstance(nrow, int) and nrow >= 1):
-        raise ValueError(f"nrow (images per row) must be a positive integer; got {nrow!r}")
+    nrow = check_int(nrow, "nrow (images per row)")
     ncol = min(nrow, len(x))
     rows = math.ceil(len(x) / nrow)
     fig = new_figure(*_grid_figsize(ncol, rows, x.shape[2:], (0.1, 0.4 if title else 0.1)))
@@ -185,9 +196,9 @@ def show_images(images, nrow: int = 10, title: str | None = None) -> Figure:
 
 def prior_samples(model, n: int = 64, seed: int = 0, nrow: int | None = None) -> Figure:
     """``n`` images decoded from z ~ N(0, I) (seeded), shown as their Bernoulli means."""
-    _check_model(model)
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be a positive integer; got {n!r}")
+    check_model(model)
+    n = check_int(n, "n")
+    seed = check_int(seed, "seed", minimum=0)
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
     nrow = nrow or math.ceil(math.sqrt(n))
     return show_images(decode_images(model, z), nrow=nrow,
@@ -199,8 +210,9 @@ def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int 
 
     ``sample=False`` decodes the mean of q(z|x); ``sample=True`` one z ~ q(z|x) (seeded).
     """
-    _check_model(model)
-    x = _as_images(images)[:n]
+    check_model(model)
+    x = _as_images(images)[:check_int(n, "n")]
+    seed = check_int(seed, "seed", minimum=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = model.reconstruct(x.to(model.device), sample=sample).cpu()
@@ -222,13 +234,12 @@ def latent_grid(model, n: int = 15, lim=3.0, dims=(0, 1), base=None) -> Figure:
     one image; default zeros). Tick labels are the z values; the vertical one grows upward.
     The picture is one ``make_grid`` image of ``n*28 + (n+1)*PAD`` pixels a side.
     """
-    _check_model(model)
+    check_model(model)
     L = model.latent_dim
     if L < 2:
         raise ValueError("latent_grid needs latent_dim >= 2; for one coordinate use "
                          "traversal_grid(model)")
-    if not (isinstance(n, int) and n >= 2):
-        raise ValueError(f"n (images per side) must be an integer >= 2; got {n!r}")
+    n = check_int(n, "n (images per side)", minimum=2)
     (x_lo, x_hi), (y_lo, y_hi) = _grid_ranges(lim)
     dx, dy = _check_dims(dims, L, want=2)
     values, y_values = torch.linspace(x_lo, x_hi, n), torch.linspace(y_lo, y_hi, n)
@@ -285,11 +296,9 @@ def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None
     """One row per latent coordinate: that coordinate runs over [-lim, lim] in ``steps`` values,
     the others stay at ``base`` (a code or one image; default zeros). ``dims`` picks the rows
     (default all). Rows are labelled z₁ … z_L, columns with the values."""
-    _check_model(model)
-    if not (isinstance(steps, int) and steps >= 2):
-        raise ValueError(f"steps must be an integer >= 2; got {steps!r}")
-    if not lim > 0:
-        raise ValueError(f"lim must be positive; got {lim!r}")
+    check_model(model)
+    steps = check_int(steps, "steps", minimum=2)
+    lim = check_number(lim, "lim", above=0.0)
     dims = _check_dims(dims, model.latent_dim)
     values = torch.linspace(-lim, lim, steps)
     base_code = _base_code(model, base)
@@ -317,7 +326,7 @@ def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None
 
 
 def _walk(model, images, steps: int):
-    _check_model(model)
+    check_model(model)
     x = _as_images(images)
     if len(x) < 2:
         raise ValueError(f"give at least 2 images to walk between; got {len(x)}")
@@ -375,6 +384,7 @@ def interpolation_gif(model, images, path, steps: int = 24, scale: int = GIF_SCA
     return path
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Scatter of codes.
 
@@ -401,8 +411,9 @@ def project(codes: torch.Tensor, method: str = "auto", seed: int = 0):
     (umap-learn, ``random_state=seed``; slower, keeps neighbourhoods, distorts distances).
     ``projector`` maps new codes to the same plane (None for UMAP).
     """
-    if method not in ("auto", "pca", "umap"):
-        raise ValueError(f"method must be 'auto', 'pca' or 'umap'; got {method!r}")
+    check_choice(method, "method", ("auto", "pca", "umap"))
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or len(codes) < 2:
+        raise ValueError(f"codes must be a tensor (N, L) with N ≥ 2; got {describe(codes)}")
     z = codes.detach().double().cpu().numpy()
     n, L = z.shape
     if method == "auto" and L <= 2:
@@ -453,17 +464,17 @@ def draw_scatter(fig: Figure, ax, xy: np.ndarray, labels, names, label_name: str
 
 
 def _subsample(n: int, max_points: int | None, seed: int) -> torch.Tensor:
+    if max_points is not None:
+        check_int(max_points, "max_points")
     if max_points is None or n <= max_points:
         return torch.arange(n)
-    if not (isinstance(max_points, int) and max_points >= 1):
-        raise ValueError(f"max_points must be a positive integer or None; got {max_points!r}")
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points].sort()[0]
 
 
 def codes_and_labels(model, images, labels=None, max_points: int | None = 5000, seed: int = 0):
     """Encoded means ``(M, L)`` and labels ``(M,)`` (or None) of at most ``max_points`` images,
     a seeded subsample. ``images`` may also be codes ``(N, L)`` already."""
-    _check_model(model)
+    check_model(model)
     x = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
     if labels is not None:
         labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
@@ -551,4 +562,220 @@ def training_curves(history, title: str | None = None) -> Figure:
                                                      if isinstance(history, dict) else None)
     if title or stopped:
         fig.suptitle((title or "") + (f" (stopped early: {stopped})" if stopped else ""))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Disentanglement: mutual information between latents and known factors (vaelab.metrics).
+
+
+def plot_mutual_information(result, factor_names=None, latent_names=None,
+                            title: str | None = None) -> Figure:
+    """A ``Figure``: the normalised mutual information I(z_j; v_k) / H(v_k) of every latent
+    (rows) with every factor (columns) from a ``metrics.MIG`` (``metrics.mutual_info_gap``), the
+    top latent of each factor outlined, and each factor's MIG (its top-two gap) under its name."""
+    from .metrics import MIG
+
+    if not isinstance(result, MIG):
+        raise TypeError(f"result must be a vaelab.metrics.MIG (from metrics.mutual_info_gap); "
+                        f"got {describe(result)}")
+    norm = result.mi / result.entropy
+    n_lat, n_fac = norm.shape
+    factor_names = _names(factor_names, "factor_names", [f"v{k + 1}" for k in range(n_fac)])
+    latent_names = _names(latent_names, "latent_names", [z_name(j) for j in range(n_lat)])
+    fig = new_figure(1.0 + 0.9 * n_fac, 0.9 + 0.36 * n_lat)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for j in range(n_lat):
+        for k in range(n_fac):
+            ax.text(k, j, f"{norm[j, k]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[j, k] > 0.6 else "black")
+    for k, j in enumerate(result.top):
+        ax.add_patch(Rectangle((k - 0.5, j - 0.5), 1, 1, fill=False, lw=2, color=ACCENT))
+    ax.set_xticks(range(n_fac), [f"{n}\nMIG {g:.2f}" for n, g in
+                                 zip(factor_names, result.per_factor, strict=True)], fontsize=8)
+    ax.set_yticks(range(n_lat), latent_names, fontsize=8)
+    ax.set_xlabel("factor (with its gap between the two most informative latents)")
+    ax.set_ylabel("latent")
+    fig.colorbar(im, ax=ax, label="I(z; v) / H(v)")
+    ax.set_title(title or f"Mutual information latent × factor; MIG = {result.mig:.3f}",
+                 fontsize=10)
+    return fig
+
+
+def _names(names, what: str, default: list[str]) -> list[str]:
+    """``names`` as a list of strings with one entry per row/column, or ``default``."""
+    if names is None:
+        return default
+    if isinstance(names, str) or len(list(names)) != len(default):
+        raise ValueError(f"{what} must list {len(default)} names; got {names!r}")
+    return [str(n) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# The β sweep: rate against distortion, MIG against β (tables from vaelab.sweep).
+
+
+def _sweep_table(result, needs: tuple[str, ...]):
+    """The results table of a ``SweepResult``, with the columns ``needs`` and at least one row."""
+    table = getattr(result, "table", None)
+    if not hasattr(table, "groupby"):
+        raise TypeError(f"result must be a SweepResult from vaelab.sweep.beta_sweep; got "
+                        f"{describe(result)}")
+    missing = [c for c in needs if c not in table]
+    if missing or len(table) == 0:
+        raise ValueError(f"the sweep's table needs rows with columns {list(needs)}; it has "
+                         f"{len(table)} rows and lacks {missing}")
+    return table
+
+
+def _beta_colours(betas) -> dict:
+    """A colour per β, from dark to light in order of β on a log scale (viridis, minus its
+    palest yellows so every point shows on white); β = 0 sits one step below the smallest β > 0."""
+    betas = sorted({float(b) for b in betas})
+    logs = [math.log(b) if b > 0 else math.log(min([c for c in betas if c > 0], default=1)) - 1
+            for b in betas]
+    lo, hi = min(logs), max(logs)
+    cmap = colormaps["viridis"]
+    return {b: cmap(0.85 * (v - lo) / (hi - lo) if hi > lo else 0.4)
+            for b, v in zip(betas, logs, strict=True)}
+
+
+def _nice_step(span: float) -> float:
+    """A round step (1, 2, 2.5 or 5 × 10^k) that cuts ``span`` into about five parts."""
+    raw = span / 5
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+
+def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
+    """Dashed lines rate + distortion = c for round c across the frame, each labelled with c
+    (= −ELBO) where it leaves the frame; sets the axis limits to the points plus a margin."""
+    pad_r, pad_d = 0.1 * (np.ptp(rate) or 1.0), 0.1 * (np.ptp(distortion) or 1.0)
+    xlim = (max(0.0, rate.min() - pad_r), rate.max() + pad_r)
+    ylim = (max(0.0, distortion.min() - pad_d), distortion.max() + pad_d)
+    step = _nice_step(max(np.ptp(rate + distortion), 1.0))
+    first = math.ceil((xlim[0] + ylim[0]) / step) * step
+    label = {"textcoords": "offset points", "fontsize": 8, "color": "grey",
+             "annotation_clip": False}
+    for c in np.arange(first, xlim[1] + ylim[1], step):
+        ax.plot(xlim, [c - xlim[0], c - xlim[1]], ls="--", lw=0.8, color="grey", zorder=1)
+        if xlim[0] <= c - ylim[1] <= xlim[1]:  # leaves through the top: label above the frame
+            ax.annotate(f"{c:g}", (c - ylim[1], ylim[1]), xytext=(0, 3), ha="center",
+                        va="bottom", **label)
+        elif ylim[0] <= c - xlim[1] <= ylim[1]:  # through the right side: label beside it
+            ax.annotate(f"{c:g}", (xlim[1], c - xlim[1]), xytext=(3, 0), ha="left",
+                        va="center", **label)
+    ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+
+
+def plot_rate_distortion(result, title: str | None = None) -> Figure:
+    """Rate (mean KL) against distortion (mean reconstruction term) of a ``SweepResult``, one
+    point per model, coloured by β; dashed lines join the points of equal ELBO (rate +
+    distortion = constant), labelled with −ELBO in nats on the frame."""
+    t = _sweep_table(result, ("beta", "rate", "distortion"))
+    colours = _beta_colours(t["beta"])
+    fig = new_figure(7, 5)
+    ax = fig.add_subplot()
+    for beta, group in t.groupby("beta"):
+        ax.scatter(group["rate"], group["distortion"], color=colours[beta], s=50,
+                   edgecolor="black", linewidth=0.5, label=f"{beta:g}", zorder=3)
+    _equal_elbo_lines(ax, t["rate"].to_numpy(float), t["distortion"].to_numpy(float))
+    ax.set_xlabel("rate: mean KL(q(z|x) ‖ p(z))  [nats per image]")
+    ax.set_ylabel("distortion: mean −log p(x|z)  [nats per image]")
+    ax.legend(title="β", fontsize=8, loc="best")
+    name = getattr(result, "name", "sweep")
+    ax.set_title(title or f"{name}: rate against distortion, one point per model", pad=16)
+    ax.grid(alpha=0.2)
+    return fig
+
+
+def plot_mig(result, title: str | None = None) -> Figure:
+    """MIG against β of a ``SweepResult``: one small point per seed and the mean ± standard
+    deviation over seeds; the β values are evenly spaced and labelled."""
+    if "mig" not in getattr(getattr(result, "table", None), "columns", ()):
+        _sweep_table(result, ())
+        raise ValueError("this sweep has no MIG: run beta_sweep(..., factors=data.factors) on "
+                         "data with known factors (vaelab.shapes)")
+    t = _sweep_table(result, ("beta", "mig"))
+    colours = _beta_colours(t["beta"])
+    betas = sorted(t["beta"].unique())
+    pos = {b: i for i, b in enumerate(betas)}
+    fig = new_figure(6, 4)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    for beta, group in t.groupby("beta"):
+        jitter = rng.uniform(-0.08, 0.08, len(group))
+        ax.scatter(pos[beta] + jitter, group["mig"], s=20, color=colours[beta], alpha=0.7,
+                   edgecolor="none", zorder=2)
+    stats = t.groupby("beta")["mig"].agg(["mean", "std"]).fillna(0.0)
+    ax.errorbar([pos[b] for b in stats.index], stats["mean"], yerr=stats["std"], fmt="o-",
+                color="black", capsize=4, lw=1, ms=5, label="mean ± std over seeds", zorder=3)
+    ax.scatter([], [], s=20, color=colours[betas[-1]], label="one seed")
+    ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    ax.set_xlabel("β")
+    ax.set_ylabel("MIG (0 = entangled, 1 = disentangled)")
+    ax.set_ylim(0, max(0.1, float(t["mig"].max()) * 1.2))
+    ax.legend(fontsize=8)
+    n_seeds = t.groupby("beta").size().max()
+    name = getattr(result, "name", "sweep")
+    ax.set_title(title or f"{name}: MIG against β ({n_seeds} seeds)")
+    ax.grid(alpha=0.2)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The shapes dataset: what each factor does (vaelab.shapes).
+
+
+def _factor_label(name: str, value: float) -> str:
+    """A factor value as a label: the shape's name, an angle in degrees, or two decimals."""
+    from .shapes import SHAPES
+
+    if name == "shape":
+        return SHAPES[int(value)]
+    if name == "orientation":
+        return f"{math.degrees(value):.0f}°"
+    return f"{value:.2f}"
+
+
+def plot_factors(grid="small", base=None, max_values: int = 10) -> Figure:
+    """A ``Figure`` with one row per factor of a shapes grid (a ``ShapesGrid`` or a name in
+    ``shapes.GRIDS``): that factor runs over its values (at most ``max_values``, evenly
+    spread), the others stay at ``base`` (factor indices ``(5,)``; default: heart, largest
+    scale, 0°, centre)."""
+    from .shapes import FACTORS, as_grid
+
+    grid = as_grid(grid)
+    max_values = check_int(max_values, "max_values")
+    counts = grid.counts
+    if base is None:
+        base = [2, counts[1] - 1, 0, counts[3] // 2, counts[4] // 2]
+    base = grid.check_factors(base)
+    if len(base) != 1:
+        raise ValueError(f"base must be ONE row of factor indices (5,); got {len(base)} rows")
+    values = grid.values()
+    ncol = min(max_values, max(counts))
+    fig = new_figure(1.0 * ncol + 0.9, 1.15 * len(FACTORS))
+    axes = fig.subplots(len(FACTORS), ncol, squeeze=False)
+    for row, name in enumerate(FACTORS):
+        picks = np.unique(np.linspace(0, counts[row] - 1, min(ncol, counts[row])).round())
+        factors = base.repeat(len(picks), 1)
+        factors[:, row] = torch.as_tensor(picks, dtype=torch.int64)
+        images = grid.render(factors)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(picks):
+                ax.set_axis_off()
+                continue
+            ax.imshow(images[col, 0].numpy(), **IMAGE_STYLE)
+            ax.set_xlabel(_factor_label(name, values[name][int(picks[col])]), fontsize=8,
+                          labelpad=2)
+        axes[row, 0].set_ylabel(name, fontsize=10)
+    fig.suptitle(f"One factor per row ({counts[0]} shapes, {counts[1]} scales, {counts[2]} "
+                 f"orientations, {counts[3]} × {counts[4]} positions); the others fixed",
+                 fontsize=10)
     return fig
