@@ -9,6 +9,8 @@ Runs, in one process and on the same images:
 * for the ConvVAE, the classic loop once more with the decoder built from
   ``torch.nn.ConvTranspose2d`` (same weights): the layers a pytorch/examples user would write;
 * the machine's float32 matrix-multiply throughput (best of several 2048×2048 products),
+* page faults for a freshly allocated 16 MiB buffer, before and after
+  ``vaelab.fast.keep_freed_memory()`` (Linux/glibc; fit calls it on the CPU),
 
 and prints, for ``VAE(latent_dim=20)`` and ``ConvVAE(latent_dim=10)``:
 
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import platform
+import resource
 import statistics
 import struct
 import tempfile
@@ -35,13 +39,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 import vaelab
-from vaelab.models import VAE, ConvTranspose2d, ConvVAE
+from vaelab.fast import keep_freed_memory
+from vaelab.models import VAE, ConvVAE
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -95,17 +99,32 @@ def classic_epoch(model, loader, optimizer) -> None:
         optimizer.step()
 
 
-def with_torch_layers(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose vaelab transposed convolutions are torch's own (same weights)."""
-    plain = copy.deepcopy(model)
-    for name, layer in list(plain.named_modules()):
-        if isinstance(layer, ConvTranspose2d):
-            torch_layer = nn.ConvTranspose2d(layer.in_channels, layer.out_channels,
-                                             layer.kernel_size, layer.stride)
-            torch_layer.load_state_dict(layer.state_dict())
-            parent, _, child = name.rpartition(".")
-            setattr(plain.get_submodule(parent), child, torch_layer)
+def with_torch_layers(model: ConvVAE) -> ConvVAE:
+    """A copy of ``model`` built with torch's own ``nn.ConvTranspose2d`` (same weights)."""
+    with torch.random.fork_rng():  # building it draws weights; leave the random stream alone
+        plain = ConvVAE(**model.config, fast=False)
+    plain.load_state_dict(model.state_dict())
     return plain
+
+
+def page_faults_of_a_fresh_buffer(mib: int = 16) -> int:
+    """Minor page faults while a ``mib`` MiB tensor is allocated, written and freed, as a training
+    step does with its large buffers (glibc's default: one per 4 KiB page, 4,096 for 16 MiB)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(mib << 18)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def report_page_faults() -> None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        print("page faults: not measured (glibc's mallopt is Linux/glibc only)")
+        return
+    default = [page_faults_of_a_fresh_buffer() for _ in range(3)]
+    took = keep_freed_memory()
+    page_faults_of_a_fresh_buffer()  # the heap grows once
+    kept = [page_faults_of_a_fresh_buffer() for _ in range(3)]
+    print(f"page faults per fresh 16 MiB buffer: {default} by default, {kept} after "
+          f"keep_freed_memory() (took: {took}; goal: < 100)")
 
 
 def timed_classic(model, loader, epochs) -> list[float]:
@@ -125,7 +144,7 @@ def compare(name, make_model, x, loader, test_x, *, timed_epochs, loss_epochs, s
     # vaelab: the first epoch is a warm-up; history.seconds times each epoch's training pass.
     ours = vaelab.fit(model, x, epochs=timed_epochs + 1, progress=False, device="cpu").seconds[1:]
     model.load_state_dict(start)
-    torch_layers = with_torch_layers(model)
+    torch_layers = with_torch_layers(model) if isinstance(model, ConvVAE) else None
     classic = timed_classic(model, loader, timed_epochs)
     t_ours, t_classic = statistics.median(ours), statistics.median(classic)
 
@@ -136,7 +155,7 @@ def compare(name, make_model, x, loader, test_x, *, timed_epochs, loss_epochs, s
           f"classic loop {t_classic:.2f} s, matmul bound {bound:.2f} s")
     print(f"  speed-up over the classic loop: {t_classic / t_ours:.2f}×")
     speedups = {"classic loop": t_classic / t_ours}
-    if any(isinstance(m, ConvTranspose2d) for m in model.modules()):
+    if torch_layers is not None:
         t_torch = statistics.median(timed_classic(torch_layers, loader, timed_epochs))
         speedups["classic loop, torch layers"] = t_torch / t_ours
         print(f"  classic loop with torch.nn.ConvTranspose2d layers: {t_torch:.2f} s per epoch; "
@@ -186,6 +205,7 @@ def main(argv=None) -> None:
         assert torch.equal(mnist[0][0], train_set.images[0]), "the two loops see other images"
         loader = DataLoader(mnist, batch_size=128, shuffle=True)
 
+        report_page_faults()
         peak_before = matmul_gflops()
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"float32 matmul throughput {peak_before:.1f} GFLOP/s (2048×2048, best of 5)")

@@ -1,13 +1,10 @@
-import platform
-import resource
-
 import pytest
 import torch
 
 import vaelab
 from vaelab import train
 from vaelab.models import VAE, ConvVAE
-from vaelab.train import NonFiniteLossError, evaluate, fit
+from vaelab.train import NonFiniteLossError, describe_budget, epochs_for, evaluate, fit
 
 
 def params(model):
@@ -21,13 +18,13 @@ def test_fit_learns_and_reports_history(small):
     before = evaluate(model, xt)
     history = fit(model, x, epochs=3, test_data=xt, progress=False, device="cpu")
     assert len(history) == 3 and len(history.test) == 3 and len(history.seconds) == 3
-    assert all(s > 0 for s in history.seconds)
     assert set(history.train[0]) == {"total", "reconstruction", "kl"}
     assert history.test[-1]["total"] < before["total"] - 100  # from ~545 to well under 450
     assert history.train[-1]["total"] < history.train[0]["total"]
     for row in history.train + history.test:
         assert row["total"] == pytest.approx(row["reconstruction"] + row["kl"], rel=1e-5)
     assert history.stopped is None and not model.training
+    assert history.test[-1] == evaluate(model, xt)  # the history's test row is evaluate's
 
 
 def test_same_seed_same_result_on_cpu(small):
@@ -49,7 +46,7 @@ def test_same_seed_same_result_on_cpu(small):
 def test_beta_zero_is_an_autoencoder_through_the_same_code(small):
     x, _ = small
     torch.manual_seed(0)
-    history = fit(VAE(2), x, epochs=1, beta=0.0, progress=False)
+    history = fit(VAE(2), x, epochs=1, beta=0.0, progress=False, device="cpu")
     row = history.train[0]
     assert row["total"] == pytest.approx(row["reconstruction"])
     assert row["kl"] > 0  # still measured, just not minimised
@@ -63,25 +60,77 @@ def test_anchor_rate_changes_the_kl_term(small):
     anchored = evaluate(model, x, likelihood="gaussian", anchor_rate=3.0)
     assert plain["reconstruction"] == pytest.approx(anchored["reconstruction"])
     assert anchored["kl"] != pytest.approx(plain["kl"])
-    fit(model, x, epochs=1, likelihood="gaussian", anchor_rate=3.0, progress=False)
+    history = fit(model, x, epochs=1, likelihood="gaussian", anchor_rate=3.0, progress=False,
+                  device="cpu")
+    assert len(history) == 1
 
 
 def test_conv_vae_trains(small):
     x, xt = small
     torch.manual_seed(0)
-    history = fit(ConvVAE(4), x[:128], epochs=1, test_data=xt[:32], progress=False)
+    history = fit(ConvVAE(4), x[:128], epochs=1, test_data=xt[:32], progress=False,
+                  device="cpu")
     assert history.test[0]["total"] < 545
 
 
-def test_non_finite_loss_stops_with_a_clear_message(small):
-    x, _ = small
+def test_evaluate_is_repeatable_and_leaves_the_global_random_state_alone(small):
+    _, xt = small
     torch.manual_seed(0)
     model = VAE(2)
-    with pytest.raises(NonFiniteLossError, match=r"epoch \d+, batch \d+/4.*lower learning rate") \
+    state = torch.get_rng_state()
+    first = evaluate(model, xt, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluate(model, xt, seed=3) == first
+    assert evaluate(model, xt, seed=4)["total"] != first["total"]
+
+
+def test_divergence_puts_back_the_initial_state_when_epoch_one_fails(small):
+    x, xt = small
+    torch.manual_seed(0)
+    model = VAE(2)
+    start = params(model).clone()
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+/4.*lower learning rate") \
             as info:
-        fit(model, x, epochs=50, lr=1e8, progress=False)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+        fit(model, x, epochs=50, lr=1e6, progress=False, device="cpu")
+    assert torch.equal(params(model), start)
+    assert info.value.kept_epoch == 0 and "before training" in str(info.value)
     assert info.value.history.stopped == "non-finite loss"
+    assert evaluate(model, xt)["total"] == pytest.approx(evaluate(VAE(2).eval(), xt)["total"],
+                                                         rel=0.05)  # finite, untrained
+
+
+def nan_at_call(monkeypatch, n):
+    """Make VAE.forward return NaN logits on its n-th call."""
+    calls = {"n": 0}
+    real_forward = VAE.forward
+
+    def forward(self, xb, **kwargs):
+        calls["n"] += 1
+        logits, mu, logvar = real_forward(self, xb, **kwargs)
+        return (logits * float("nan") if calls["n"] == n else logits), mu, logvar
+
+    monkeypatch.setattr(VAE, "forward", forward)
+
+
+@pytest.mark.parametrize(("failing_call", "where"), [(6, "epoch 2, batch 2/4"),
+                                                     (9, "epoch 3, batch 1/4")])
+def test_divergence_puts_back_the_last_good_state_and_keeps_the_history(
+        small, monkeypatch, failing_call, where):
+    """4 batches an epoch: call 6 is batch 2 of epoch 2, so the start of epoch 2 (the end of
+    epoch 1) gave a finite loss and is kept; call 9 is batch 1 of epoch 3, so the end of epoch 2
+    never did, and the end of epoch 1 is kept in both cases."""
+    x, _ = small
+    torch.manual_seed(0)
+    after_one_epoch = VAE(2)
+    fit(after_one_epoch, x, epochs=1, progress=False, device="cpu")
+    torch.manual_seed(0)
+    model = VAE(2)
+    nan_at_call(monkeypatch, failing_call)
+    with pytest.raises(NonFiniteLossError, match=where) as info:
+        fit(model, x, epochs=5, progress=False, device="cpu")
+    assert torch.equal(params(model), params(after_one_epoch))
+    assert info.value.kept_epoch == 1 and "after epoch 1" in str(info.value)
+    assert len(info.value.history) == failing_call // 4
 
 
 def test_keyboard_interrupt_keeps_model_and_history(small, monkeypatch, capsys):
@@ -92,61 +141,134 @@ def test_keyboard_interrupt_keeps_model_and_history(small, monkeypatch, capsys):
     calls = {"n": 0}
     real_forward = VAE.forward
 
-    def forward(self, xb):
+    def forward(self, xb, **kwargs):
         calls["n"] += 1
         if calls["n"] == 7:  # epoch 2, batch 3 of 4
             raise KeyboardInterrupt
-        return real_forward(self, xb)
+        return real_forward(self, xb, **kwargs)
 
     monkeypatch.setattr(VAE, "forward", forward)
-    history = fit(model, x, epochs=5, progress=False)
+    history = fit(model, x, epochs=5, progress=False, device="cpu")
     assert history.stopped == "interrupted" and len(history) == 1
     assert not torch.equal(params(model), start)
     assert "Interrupted at epoch 2, batch 3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("data", "error", "message"), [
-    (torch.rand(64, 1, 28, 28) * 255, ValueError, "divide by 255"),
-    (torch.rand(64, 28, 28), ValueError, "unsqueeze"),
-    (torch.rand(64, 1, 32, 32), ValueError, r"\(N, 1, 28, 28\)"),
+def test_interrupt_during_evaluation_keeps_train_and_test_the_same_length(small, monkeypatch):
+    x, xt = small
+    calls = {"n": 0}
+    real_evaluate = train.evaluate
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_then_interrupt)
+    history = fit(VAE(2), x, epochs=3, test_data=xt, progress=False, device="cpu")
+    assert history.stopped == "interrupted"
+    assert len(history.train) == len(history.test) == len(history.seconds) == 1
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (torch.rand(64, 1, 28, 28) * 255, "divide by 255"),
+    (torch.rand(64, 28, 28), "unsqueeze"),
+    (torch.rand(64, 1, 32, 32), r"\(N, 1, 28, 28\); got \(64, 1, 32, 32\)"),
+    (torch.rand(0, 1, 28, 28), "empty"),
+    (torch.rand(64, 1, 28, 28).double(), r"x\.float\(\)"),
+    (torch.rand(64, 1, 28, 28).half(), r"x\.float\(\)"),
+    (torch.rand(64, 1, 28, 28).bfloat16(), r"x\.float\(\)"),
+    ((torch.rand(64, 1, 28, 28) * 255).to(torch.uint8), r"x\.float\(\) / 255"),
 ])
-def test_bad_training_input(data, error, message):
+def test_bad_training_images_are_refused_with_what_to_do(data, message):
+    with pytest.raises(ValueError, match=message):
+        fit(VAE(2, hidden=(8,)), data, epochs=1, progress=False, device="cpu")
+
+
+X = torch.rand(16, 1, 28, 28)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"batch_size": 2.5}, TypeError, "batch_size"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"beta": "1"}, TypeError, "beta must be a number"),
+    ({"beta": -1.0}, ValueError, "beta must be ≥ 0"),
+    ({"beta": float("nan")}, ValueError, "beta must be a finite number"),
+    ({"beta": float("inf")}, ValueError, "beta must be a finite number"),
+    ({"lr": 0.0}, ValueError, "lr must be > 0"),
+    ({"lr": float("nan")}, ValueError, "lr must be a finite number"),
+    ({"epochs": True}, TypeError, "epochs"),
+    ({"epochs": 1.5}, TypeError, "epochs"),
+    ({"epochs": -1}, ValueError, "epochs"),
+    ({"epochs": None}, TypeError, "exactly one of epochs"),
+    ({"images_seen": 100}, TypeError, "exactly one of epochs"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"likelihood": "poisson"}, ValueError, "likelihood"),
+    ({"anchor_rate": -1.0}, ValueError, "anchor_rate"),
+    ({"device": "gpu"}, ValueError, "device"),
+    ({"device": 0}, TypeError, "device"),
+    ({"test_data": torch.rand(8, 1, 32, 32)}, ValueError, r"test images.*\(8, 1, 32, 32\)"),
+    ({"test_data": torch.rand(8, 1, 28, 28) * 255}, ValueError, "divide by 255"),
+])
+def test_every_argument_is_checked_before_the_first_step(kwargs, error, message, monkeypatch):
+    def no_training(*args, **kw):
+        raise AssertionError("fit trained before checking its arguments")
+
+    monkeypatch.setattr(train, "train_epoch", no_training)
     with pytest.raises(error, match=message):
-        fit(VAE(2), data, epochs=1, progress=False)
+        fit(VAE(2, hidden=(8,)), X, **{"epochs": 1, **kwargs}, progress=False)
 
 
-def test_bad_arguments():
-    x = torch.rand(8, 1, 28, 28)
+def test_fit_refuses_what_is_not_a_model_or_images():
     with pytest.raises(TypeError, match="vaelab model"):
-        fit(torch.nn.Linear(2, 2), x, epochs=1)
-    with pytest.raises(ValueError, match="likelihood"):
-        fit(VAE(2), x, epochs=1, likelihood="poisson")
-    with pytest.raises(ValueError, match="epochs"):
-        fit(VAE(2), x, epochs=-1)
+        fit(torch.nn.Linear(2, 2), X, epochs=1)
+    with pytest.raises(TypeError, match="train_data"):
+        fit(VAE(2), 3, epochs=1)
+
+
+def test_images_seen_gives_the_epochs_that_cover_it(small):
+    x, _ = small
+    history = fit(VAE(2, hidden=(8,)), x, images_seen=1000, progress=False, device="cpu")
+    assert len(history) == 2  # 1000 images of 512 per epoch: 2 epochs
 
 
 def test_accepts_image_data_and_pairs(mnist):
     train_set, _ = mnist
     small = vaelab.ImageData(train_set.images[:128], train_set.labels[:128], "embedded")
-    assert len(fit(VAE(2), small, epochs=1, progress=False)) == 1
-    assert len(fit(VAE(2), (small.images, small.labels), epochs=1, progress=False)) == 1
+    assert len(fit(VAE(2), small, epochs=1, progress=False, device="cpu")) == 1
+    assert len(fit(VAE(2), (small.images, small.labels), epochs=1, progress=False,
+                   device="cpu")) == 1
 
 
-def test_default_device_is_cpu_here():
-    assert train.default_device().type == "cpu"
+def test_default_device_prefers_cuda_then_mps_then_the_cpu(monkeypatch):
+    mps = torch.backends.mps
+    for cuda, apple, want in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(mps, "is_available", lambda apple=apple: apple)
+        assert train.default_device().type == want
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                    reason="glibc's mallopt")
-def test_training_on_the_cpu_reuses_freed_memory_without_page_faults():
-    def page_faults_of_a_fresh_16_mib_buffer():
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.ones(4 << 20)  # allocated, written and freed, as a training step does
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+@pytest.mark.parametrize(("images_seen", "n_images", "epochs"), [
+    (200_000, 4_000, 50), (200_000, 60_000, 4), (1, 4_000, 1), (8_001, 4_000, 3)])
+def test_epochs_for_known_budgets(images_seen, n_images, epochs):
+    assert epochs_for(images_seen, n_images) == epochs
 
-    assert train.keep_freed_memory()
-    page_faults_of_a_fresh_16_mib_buffer()  # the heap grows once
-    assert page_faults_of_a_fresh_16_mib_buffer() < 100  # glibc's default: 4,096 (4 KiB pages)
+
+@pytest.mark.parametrize(("args", "error"), [((0, 100), ValueError), ((100, 0), ValueError),
+                                             ((100.0, 10), TypeError), (("100", 10), TypeError)])
+def test_epochs_for_refuses_empty_or_non_integer_budgets(args, error):
+    with pytest.raises(error):
+        epochs_for(*args)
+
+
+def test_describe_budget_says_data_budget_and_epochs():
+    assert describe_budget(200_000, 4_000, "embedded") == (
+        "embedded MNIST subset, 4,000 training images: 50 epochs = 200,000 images seen per "
+        "model (budget 200,000)")
+    assert describe_budget(1, 60_000, "files") == (
+        "MNIST from files, 60,000 training images: 1 epoch = 60,000 images seen per model "
+        "(budget 1)")
 
 
 def test_quick_mode(monkeypatch):

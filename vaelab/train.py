@@ -1,20 +1,26 @@
-"""Training: ``fit`` with Adam on an in-memory tensor, and ``train_or_load`` for cached models."""
+"""Training: ``fit`` trains a model with Adam on in-memory images; ``evaluate`` measures it.
+
+``train_epoch`` is the classic PyTorch loop (pytorch/examples ``vae/main.py``): batches,
+forward, loss, backward, step. ``fit`` wraps it in small named pieces a notebook needs: every
+argument checked before the first step (``check_fit``), a progress bar (``Progress``), the last
+good weights to fall back on (``GoodState``), and Ctrl-C / divergence handling
+(``stop_cleanly``). Speed settings live in ``vaelab.fast``; cached training in ``vaelab.cache``.
+"""
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
 import os
-import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from . import fast
 from .anchor import anchor_prior_mean
-from .checks import check_images, check_int, images_of
+from .checks import check_choice, check_device, check_int, check_model, check_number, images_of
 from .data import batches
 from .losses import LIKELIHOODS, vae_loss
 from .models import LatentModel
@@ -23,24 +29,34 @@ TERMS = ("total", "reconstruction", "kl")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training hit a nan/inf loss. ``history`` holds the epochs finished before it."""
+    """Training hit a nan/inf loss. ``history`` holds the epochs finished before it;
+    ``kept_epoch`` is the epoch whose end state the model was put back to (0: the start)."""
 
-    def __init__(self, message: str, history: History):
+    def __init__(self, message: str, history: History, kept_epoch: int = 0):
         super().__init__(message)
         self.history = history
+        self.kept_epoch = kept_epoch
 
 
 @dataclass
 class History:
     """Per-epoch means in nats per image. ``train[i]`` / ``test[i]`` map each of ``TERMS`` to a
     float; ``seconds[i]`` is the wall time of epoch i's training pass; ``stopped`` says why
-    training ended early (``"interrupted"``, ``"non-finite loss"``) or is None."""
+    training ended early (``"interrupted"``, ``"non-finite loss"``) or is None. An epoch enters
+    the history once it is trained and (with test data) evaluated, so ``train`` and ``test``
+    always have the same length."""
 
     train: list[dict] = field(default_factory=list)
     test: list[dict] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     stopped: str | None = None
     loaded: bool = False  # True when train_or_load took the model from its cache
+
+    def add(self, train: dict, test: dict | None, seconds: float) -> None:
+        self.train.append(train)
+        if test is not None:
+            self.test.append(test)
+        self.seconds.append(seconds)
 
     def as_dict(self) -> dict:
         return {"train": self.train, "test": self.test, "seconds": self.seconds,
@@ -61,25 +77,6 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Ask glibc to serve large blocks from its heap and keep freed memory for reuse.
-
-    By default glibc maps a block over 128 KiB fresh from the kernel and returns it when freed
-    (it raises that threshold as blocks are freed, but never above 32 MiB), so each training step
-    pays a page fault per 4 KiB of every large buffer it allocates again: a tenth of a
-    ``ConvVAE`` epoch here. ``fit`` calls this once before training on the CPU; freed memory
-    then stays with the process (up to 1 GiB) for the next step. Linux with glibc only;
-    returns whether the setting took.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)
-                and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def quick_mode() -> bool:
@@ -107,129 +104,234 @@ def describe_budget(images_seen: int, n_images: int, source: str = "") -> str:
             f"{epochs * n_images:,} images seen per model (budget {images_seen:,})")
 
 
+def images_in(data, name: str) -> torch.Tensor:
+    """The images of ``data`` (a tensor, an ``ImageData`` or an ``(images, labels)`` pair)."""
+    try:
+        return images_of(data)
+    except (TypeError, IndexError, KeyError) as err:
+        raise TypeError(f"{name} must be images (N, 1, H, W), an ImageData or an (images, "
+                        f"labels) pair; got {type(data).__name__}") from err
+
+
+def loss_function(beta: float = 1.0, likelihood: str = "bernoulli", anchor_rate: float = 0.0):
+    """``loss_fn(logits, x, mu, logvar) -> LossTerms``: ``vae_loss`` with these settings; with
+    ``anchor_rate`` > 0 each image's prior mean is ``anchor_prior_mean`` (``vaelab.anchor``)."""
+    beta = check_number(beta, "beta", minimum=0.0)
+    likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
+    anchor_rate = check_number(anchor_rate, "anchor_rate", minimum=0.0)
+
+    def loss_fn(logits, x, mu, logvar):
+        prior = anchor_prior_mean(x, anchor_rate, mu.shape[1]) if anchor_rate else None
+        return vae_loss(logits, x, mu, logvar, beta, likelihood, prior)
+
+    return loss_fn
+
+
 @torch.no_grad()
 def evaluate(model: LatentModel, data, *, beta: float = 1.0, likelihood: str = "bernoulli",
              anchor_rate: float = 0.0, batch_size: int = 1000, seed: int = 0) -> dict:
-    """Mean loss terms (nats per image) over ``data``, with one z ~ q(z|x) per image (seeded).
+    """Mean loss terms (nats per image) over ``data``, with one z ~ q(z|x) per image drawn from
+    a ``torch.Generator`` seeded with ``seed`` (torch's global random state is left alone).
 
     With β = 1 and no anchor, ``total`` is an unbiased estimate of the negative ELBO.
     """
-    x = images_of(data)
-    check_images(x)
-    device = model.device
+    check_model(model)
+    x = model.check_images(images_in(data, "data"))
+    batch_size = check_int(batch_size, "batch_size")
+    generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
+    loss_fn = loss_function(beta, likelihood, anchor_rate)
     was_training = model.training
     model.eval()
     sums = dict.fromkeys(TERMS, 0.0)
-    rng_state = torch.get_rng_state()
-    torch.manual_seed(seed)
     try:
         for xb in x.split(batch_size):
-            xb = xb.to(device)
-            logits, mu, logvar = model(xb)
-            prior = anchor_prior_mean(xb, anchor_rate, mu.shape[1]) if anchor_rate else None
-            terms = vae_loss(logits, xb, mu, logvar, beta, likelihood, prior)
-            for name, value in zip(TERMS, terms, strict=True):
+            xb = xb.to(model.device)
+            logits, mu, logvar = model(xb, generator=generator)
+            for name, value in zip(TERMS, loss_fn(logits, xb, mu, logvar), strict=True):
                 sums[name] += float(value) * len(xb)
     finally:
-        torch.set_rng_state(rng_state)
         model.train(was_training)
     return {name: s / len(x) for name, s in sums.items()}
 
 
-def fit(model: LatentModel, train_data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
+class NonFiniteBatch(Exception):
+    """Raised by ``train_epoch`` when a batch's loss is nan or inf (before its step); ``fit``
+    turns it into ``NonFiniteLossError``."""
+
+    def __init__(self, batch: int, loss: float):
+        super().__init__(f"loss {loss} at batch {batch}")
+        self.batch, self.loss = batch, loss
+
+
+def train_epoch(model: LatentModel, x: torch.Tensor, optimizer, loss_fn, batch_size: int,
+                generator: torch.Generator, on_batch=None) -> dict:
+    """One pass over the images ``x`` in shuffled batches: forward, loss, backward, step.
+
+    Returns the epoch's mean loss terms ``{"total", "reconstruction", "kl"}`` (nats per image).
+    ``generator`` orders the batches; ``on_batch(batch, n_images, loss)`` is called after each
+    step. A nan/inf loss raises ``NonFiniteBatch`` before it can reach the weights.
+    """
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64)
+    for batch, idx in enumerate(batches(len(x), batch_size, generator), start=1):
+        xb = x[idx.to(x.device)]
+        logits, mu, logvar = model(xb)
+        terms = loss_fn(logits, xb, mu, logvar)
+        values = torch.stack([t.detach() for t in terms]).cpu()
+        if not torch.isfinite(values).all():
+            raise NonFiniteBatch(batch, float(values[0]))
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        sums += values.double() * len(idx)
+        if on_batch is not None:
+            on_batch(batch, len(idx), float(values[0]))
+    return dict(zip(TERMS, (sums / len(x)).tolist(), strict=True))
+
+
+def fit(model: LatentModel, train_data, *, epochs: int | None = None,
+        images_seen: int | None = None, batch_size: int = 128, lr: float = 1e-3,
         beta: float = 1.0, seed: int = 0, test_data=None, likelihood: str = "bernoulli",
         anchor_rate: float = 0.0, device: torch.device | str | None = None,
         progress: bool = True) -> History:
     """Train ``model`` with Adam; return a ``History`` of per-epoch loss terms (nats per image).
 
     ``train_data``/``test_data``: images ``(N, 1, 28, 28) float32 in [0, 1]``, or an
-    ``ImageData`` / ``(images, labels)`` pair. The images move to ``device`` (default: the best
+    ``ImageData`` / ``(images, labels)`` pair. Give ``epochs``, or ``images_seen`` for the
+    fewest whole epochs that show the model that many images (``epochs_for``). Every argument
+    is checked before the first step. The images move to ``device`` (default: the best
     available) once; batches are slices of a seeded permutation. ``beta`` weights the KL term
-    (0 gives an autoencoder). ``anchor_rate`` > 0 adds the anchor loss (see ``vaelab.losses``).
-    Same seed and data give identical results on the CPU, where ``fit`` first calls
-    ``keep_freed_memory()`` so large per-step buffers are reused rather than mapped anew.
-    Ctrl-C / KeyboardInterrupt stops early and keeps the model and the history so far;
-    a non-finite loss raises ``NonFiniteLossError`` with the model at its last finite state.
+    (0 gives an autoencoder); ``anchor_rate`` > 0 adds the anchor loss (``vaelab.anchor``).
+    Same seed and data give identical weights on the CPU.
+
+    Ctrl-C stops early and keeps the model and the epochs finished so far (an epoch
+    interrupted during its evaluation is left out of the history). A nan/inf loss raises
+    ``NonFiniteLossError`` carrying the history, with the model put back to its last good
+    state: the end of the last epoch from which training still computed a finite loss.
     """
-    if not isinstance(model, LatentModel):
-        raise TypeError(f"model must be a vaelab model (AE, VAE, ConvVAE); got {type(model)}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {likelihood!r}")
-    if not (isinstance(epochs, int) and epochs >= 0):
-        raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
-    if not batch_size >= 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size!r}")
-    x = images_of(train_data)
-    check_images(x)
-    model._check_x(x[:1])
-    if test_data is not None:
-        check_images(images_of(test_data))
-
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cpu":
-        keep_freed_memory()
-    model.to(device).train()
-    x = x.to(device)
-    test_x = None if test_data is None else images_of(test_data).to(device)  # moved once, too
-    prior = anchor_prior_mean(x, anchor_rate, model.latent_dim) if anchor_rate else None
-    torch.manual_seed(seed)
-    order_rng = torch.Generator().manual_seed(seed)
-    fused = device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
-
-    history = History()
-    n_batches = math.ceil(len(x) / batch_size)
-    bar = tqdm(total=epochs * len(x), unit="img", unit_scale=True, disable=not progress,
-               desc=f"{type(model).__name__}", dynamic_ncols=True)
-    epoch = batch = 0
-    try:
+    epochs = check_fit(model, train_data, test_data, epochs=epochs, images_seen=images_seen,
+                       batch_size=batch_size, lr=lr, seed=seed)
+    loss_fn = loss_function(beta, likelihood, anchor_rate)
+    device = default_device() if device is None else check_device(device)
+    fast.prepare(device)  # speed settings for this device
+    model.to(device)
+    x = images_in(train_data, "train_data").to(device)
+    test_x = None if test_data is None else images_in(test_data, "test_data").to(device)
+    torch.manual_seed(seed)  # the z draws
+    order = torch.Generator().manual_seed(seed)  # the batch order
+    optimizer = fast.adam(model.parameters(), lr, device)  # torch.optim.Adam
+    history, bar, good = History(), Progress(epochs, len(x), batch_size, progress), GoodState(model)
+    with stop_cleanly(model, history, bar, good, lr):
         for epoch in range(1, epochs + 1):
-            bar.set_description(f"epoch {epoch}/{epochs}")
-            sums = torch.zeros(3, dtype=torch.float64)
+            bar.start_epoch(epoch)
+            good.start_epoch(epoch)
             start = time.perf_counter()
-            snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            for batch, idx in enumerate(batches(len(x), batch_size, order_rng), start=1):
-                idx = idx.to(device)
-                xb = x[idx]
-                logits, mu, logvar = model(xb)
-                terms = vae_loss(logits, xb, mu, logvar, beta, likelihood,
-                                 None if prior is None else prior[idx])
-                values = torch.stack([t.detach() for t in terms]).cpu()
-                if not torch.isfinite(values).all():
-                    _restore_if_broken(model, snapshot)
-                    raise NonFiniteLossError(
-                        f"training stopped: the loss became {float(values[0])} at epoch {epoch}, "
-                        f"batch {batch}/{n_batches}. The model keeps its last finite weights. "
-                        f"Try a lower learning rate (lr={lr:g} now, e.g. lr={lr / 10:g}), or check "
-                        "the images for NaNs.", history)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                opt.step()
-                sums += values.double() * len(idx)
-                bar.update(len(idx))
-                if batch % 10 == 0 or batch == n_batches:
-                    bar.set_postfix(loss=f"{float(values[0]):.1f}", refresh=False)
-            history.seconds.append(time.perf_counter() - start)
-            history.train.append(dict(zip(TERMS, (sums / len(x)).tolist(), strict=True)))
-            if test_x is not None:
-                history.test.append(evaluate(model, test_x, beta=beta, likelihood=likelihood,
-                                             anchor_rate=anchor_rate, seed=seed))
-                bar.set_postfix(loss=f"{history.train[-1]['total']:.1f}",
-                                test=f"{history.test[-1]['total']:.1f}", refresh=False)
-    except KeyboardInterrupt:
-        history.stopped = "interrupted"
-        print(f"Interrupted at epoch {epoch}, batch {batch}: the model and the "
-              f"{len(history)} finished epoch(s) of history are kept.")
-    except NonFiniteLossError:
-        history.stopped = "non-finite loss"
-        raise
-    finally:
-        bar.close()
-        model.eval()
+            train = train_epoch(model, x, optimizer, loss_fn, batch_size, order, bar.on_batch)
+            seconds = time.perf_counter() - start
+            test = None if test_x is None else evaluate(
+                model, test_x, beta=beta, likelihood=likelihood, anchor_rate=anchor_rate,
+                seed=seed)
+            history.add(train, test, seconds)
+            bar.end_epoch(train, test)
     return history
 
 
-def _restore_if_broken(model: LatentModel, snapshot: dict) -> None:
-    """Put back the epoch-start weights if the last step left non-finite ones."""
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        model.load_state_dict(snapshot)
+def check_fit(model, train_data, test_data, *, epochs, images_seen, batch_size, lr,
+              seed) -> int:
+    """Check fit's model, images and counts (``loss_function`` checks the loss settings) before
+    anything trains; return the number of epochs."""
+    check_model(model)
+    x = model.check_images(images_in(train_data, "train_data"), name="training images")
+    if test_data is not None:
+        model.check_images(images_in(test_data, "test_data"), name="test images")
+    check_int(batch_size, "batch_size")
+    check_number(lr, "lr", above=0.0)
+    check_int(seed, "seed", minimum=0)
+    if (epochs is None) == (images_seen is None):
+        raise TypeError(f"fit takes exactly one of epochs=... or images_seen=...; got "
+                        f"epochs={epochs!r}, images_seen={images_seen!r}")
+    if epochs is None:
+        return epochs_for(images_seen, len(x))
+    return check_int(epochs, "epochs", minimum=0)
+
+
+class Progress:
+    """fit's tqdm bar (images seen, loss), and where training is (``epoch``, and ``batch``: the
+    batches of it finished), for messages."""
+
+    def __init__(self, epochs: int, n_images: int, batch_size: int, enabled: bool):
+        self.epochs, self.epoch, self.batch = epochs, 0, 0
+        self.n_batches = math.ceil(n_images / batch_size)
+        self.bar = tqdm(total=epochs * n_images, unit="img", unit_scale=True,
+                        disable=not enabled, dynamic_ncols=True)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.batch = epoch, 0
+        self.bar.set_description(f"epoch {epoch}/{self.epochs}")
+
+    def on_batch(self, batch: int, n_images: int, loss: float) -> None:
+        self.batch = batch
+        self.bar.update(n_images)
+        if batch % 10 == 0:
+            self.bar.set_postfix(loss=f"{loss:.1f}", refresh=False)
+
+    def end_epoch(self, train: dict, test: dict | None) -> None:
+        shown = {"loss": f"{train['total']:.1f}"}
+        if test is not None:
+            shown["test"] = f"{test['total']:.1f}"
+        self.bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class GoodState:
+    """Copies of the weights at the start of the current and of the previous epoch.
+
+    A state is good once a loss computed from it was finite: the current epoch's start is,
+    after its first batch; before that, the previous epoch's start is (weights can stay finite
+    while the codes have grown to 1e15, so "finite weights" is not enough).
+    """
+
+    def __init__(self, model: LatentModel):
+        self.model = model
+        self.previous = self.current = (0, self.copy())
+
+    def copy(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def start_epoch(self, epoch: int) -> None:
+        if epoch > 1:
+            self.previous, self.current = self.current, (epoch - 1, self.copy())
+
+    def restore(self, failed_batch: int) -> int:
+        """Put the good state back; return the epoch it ended (0: the initial weights)."""
+        epoch, state = self.current if failed_batch > 1 else self.previous
+        self.model.load_state_dict(state)
+        return epoch
+
+
+@contextmanager
+def stop_cleanly(model: LatentModel, history: History, bar: Progress, good: GoodState,
+                 lr: float):
+    """Around fit's epochs: Ctrl-C keeps the model and history; a non-finite loss restores the
+    good state and raises ``NonFiniteLossError``; the bar closes and the model ends in eval."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        history.stopped = "interrupted"
+        batch = min(bar.batch + 1, bar.n_batches)  # bar.batch counts the finished ones
+        print(f"Interrupted at epoch {bar.epoch}, batch {batch}: the model and the "
+              f"{len(history)} finished epoch(s) of history are kept.")
+    except NonFiniteBatch as err:
+        history.stopped = "non-finite loss"
+        kept = good.restore(err.batch)
+        state = f"after epoch {kept}" if kept else "before training"
+        raise NonFiniteLossError(
+            f"training stopped: the loss became {err.loss} at epoch {bar.epoch}, batch "
+            f"{err.batch}/{bar.n_batches}. The model is back at its last good state ({state}). "
+            f"Try a lower learning rate (lr={lr:g} now, e.g. lr={lr / 10:g}).", history,
+            kept) from None
+    finally:
+        bar.close()
+        model.eval()
