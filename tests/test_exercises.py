@@ -1,11 +1,12 @@
 """Each checker passes correct code and names each known mistake with its own message."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab import losses
+from vaelab import anchor, losses
 from vaelab.exercises import FAILED, NOT_YET, PASSED, Verdict, check
 from vaelab.models import ConvVAE
 
@@ -151,6 +152,22 @@ def test_gaussian_kl_passes(fn, capsys):
     passes(check.gaussian_kl, fn, capsys)
 
 
+def test_gaussian_kl_summed_with_keepdim_passes_and_says_how_it_was_read(capsys):
+    ok, line = verdict(check.gaussian_kl, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1)
+                       .sum(dim=1, keepdim=True), capsys)
+    assert ok, line
+    assert line.endswith("(your (N, 1) result was read as (N,))")
+
+
+@pytest.mark.parametrize("fn", [lambda mu, lv: _kl(mu, lv) * 1.1,
+                                lambda mu, lv: _kl(mu, lv) + 0.3])
+def test_gaussian_kl_fallback_hints_without_giving_the_formula(fn, capsys):
+    ok, line = verdict(check.gaussian_kl, fn, capsys)
+    assert not ok
+    for answer in ("σ_j² − log", "μ_j² + σ_j²", "½ Σ", "− 1)"):
+        assert answer not in line, line
+
+
 def _kl(mu, logvar, var=None, log_term=None, half=0.5, minus_one=1.0):
     var = logvar.exp() if var is None else var
     log_term = logvar if log_term is None else log_term
@@ -177,7 +194,9 @@ KL_WRONG = [
     (lambda mu, lv: 0.5 * (mu**2 + lv - lv.log() - 1).sum(1), "NaN or inf"),
     (lambda mu, lv: _kl(mu, lv).detach(), "cut off from the gradient"),
     (lambda mu, lv: _kl(mu, lv) - 1.0, "came out negative"),
-    (lambda mu, lv: _kl(mu, lv) * 1.1, "the KL per image is off"),
+    (lambda mu, lv: _kl(mu, lv) * 1.1, "the KL per image is off (though 0 for the prior"),
+    (lambda mu, lv: _kl(mu, lv) + 0.3, "KL of the prior from itself (μ = 0, logvar = 0) must "
+                                       "be 0; yours gives 0.3"),
 ]
 
 
@@ -303,7 +322,7 @@ def test_vae_loss_names_the_mistake(fn, message, capsys):
 
 def _ink(x, eps=1e-8):
     ink = x.flatten(1)
-    return ink, ink @ losses.donut_map().flatten(), ink @ losses.stick_map().flatten(), eps
+    return ink, ink @ anchor.donut_map().flatten(), ink @ anchor.stick_map().flatten(), eps
 
 
 def _donutness_own(x):
@@ -311,9 +330,14 @@ def _donutness_own(x):
     return (d - s) / (ink.sum(1) + eps)
 
 
-@pytest.mark.parametrize("fn", [losses.donutness, _donutness_own])
+@pytest.mark.parametrize("fn", [anchor.donutness, _donutness_own])
 def test_donutness_passes(fn, capsys):
     passes(check.donutness, fn, capsys)
+
+
+def test_donutness_accepts_a_result_of_shape_n_1_and_says_so(capsys):
+    ok, line = verdict(check.donutness, lambda x: _donutness_own(x).unsqueeze(1), capsys)
+    assert ok and line.endswith("(your (N, 1) result was read as (N,))"), line
 
 
 def _donut_wrong(f):
@@ -329,13 +353,21 @@ DONUT_WRONG = [
     (_donut_wrong(lambda ink, d, s, eps: (d - s) / 784), "divided by the number of pixels"),
     (_donut_wrong(lambda ink, d, s, eps: (d - s) / ink.sum()), "not the whole batch's"),
     (_donut_wrong(lambda ink, d, s, eps: d / (ink.sum(1) + eps)), "stick share is missing"),
-    (_donut_wrong(lambda ink, d, s, eps: d / losses.donut_map().sum()
-                  - s / losses.stick_map().sum()), "size of each map"),
+    (_donut_wrong(lambda ink, d, s, eps: d / anchor.donut_map().sum()
+                  - s / anchor.stick_map().sum()), "size of each map"),
     (_donut_wrong(lambda ink, d, s, eps: (d - s) / ink.sum(1)), "blank image gives 0/0"),
-    (_donut_wrong(lambda ink, d, s, eps: ((d - s) / (ink.sum(1) + eps)).unsqueeze(1)),
-     "got shape (6, 1)"),
-    (_donut_wrong(lambda ink, d, s, eps: (d - 2 * s) / (ink.sum(1) + eps)),
-     "the scores are off"),
+    (_donut_wrong(lambda ink, d, s, eps: ((d - s) / (ink.sum(1) + eps)).expand(2, -1)),
+     "got shape (2, 6)"),
+    (_donut_wrong(lambda ink, d, s, eps: (d + s) / (ink.sum(1) + eps)), "outside [-1, 1]"),
+    (_donut_wrong(lambda ink, d, s, eps: (s - 0.5 * d) / (ink.sum(1) + eps)),
+     "the donut map itself should score high and the stick map low; yours give -0.28 and 0.71"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - 0.9 * s) / (ink.sum(1) + eps)),
+     "the scores are off — compare yours"),
+    (_donut_wrong(lambda ink, d, s, eps: torch.where(
+        ink.sum(1) > 0, (d - s) / ink.sum(1).clamp_min(eps), torch.full_like(d, 5.0))),
+     "its score must be 0; two blank images gave [5.0, 5.0]"),
+    (_donut_wrong(lambda ink, d, s, eps: (d - s + 1e-3) / (ink.sum(1) + eps)),
+     "its score must be 0"),
 ]
 
 
@@ -360,7 +392,9 @@ def _encoder_by_running():
 
 
 @pytest.mark.parametrize("fn", [lambda: ENCODER, lambda: [list(s) for s in ENCODER],
-                                _encoder_by_running])
+                                _encoder_by_running,
+                                lambda: [tuple(np.int64(d) for d in s) for s in ENCODER],
+                                lambda: [tuple(np.array(s)) for s in ENCODER]])
 def test_conv_encoder_shapes_passes(fn, capsys):
     passes(check.conv_encoder_shapes, fn, capsys)
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses
+from . import anchor, losses
 from .models import ConvVAE
 
 __all__ = ["check", "Checks"]
@@ -179,11 +180,18 @@ def _match(out: torch.Tensor, variants, rtol: float = 1e-3) -> str | None:
     return None
 
 
-def _per_image(out: torch.Tensor, ref: torch.Tensor, what: str, reduce_hint: str) -> None:
-    """Complain helpfully unless ``out`` has the ``(N,)`` shape of ``ref``."""
-    if out.shape == ref.shape:
-        return
+KEEPDIM_NOTE = " (your (N, 1) result was read as (N,))"
+
+
+def _per_image(out: torch.Tensor, ref: torch.Tensor, what: str,
+               reduce_hint: str) -> tuple[torch.Tensor, str]:
+    """``out`` with the ``(N,)`` shape of ``ref`` and a note for the praise; an ``(N, 1)``
+    result (a sum with keepdim=True) is squeezed. Complain helpfully about any other shape."""
     n = len(ref)
+    if out.shape == ref.shape:
+        return out, ""
+    if out.shape == (n, 1):
+        return out.squeeze(1), KEEPDIM_NOTE
     if out.numel() == 1:
         v = out.detach().reshape(())
         if _close(v, ref.sum()):
@@ -265,6 +273,25 @@ def _bernoulli_variants(logits, x):
         ((p - x).square().flatten(1).sum(1),
          "that is the squared error (a Gaussian decoder); the Bernoulli term is a cross-entropy"),
         (-(x * p.log()).flatten(1).sum(1), "the (1 − x)·log(1 − p) term is missing"),
+    ]
+
+
+def _donut_variants(x, ref):
+    """Known wrong donutness scores, ``(N,)`` each, with what to say."""
+    donut, stick = anchor.donut_map().flatten(), anchor.stick_map().flatten()
+    ink = x.flatten(1)
+    on_donut, on_stick, total = ink @ donut, ink @ stick, ink.sum(1)
+    share = "a share of the image's own ink"
+    return [
+        (-ref, "the sign is flipped — donut share minus stick share"),
+        (on_donut - on_stick, f"not normalised — divide by the image's total ink to get {share}"),
+        ((on_donut - on_stick) / ink.numel() * len(x),
+         f"you divided by the number of pixels; divide by the total ink to get {share}"),
+        ((on_donut - on_stick) / total.sum(), "divide by each image's own total ink, not the "
+                                              "whole batch's"),
+        (on_donut / total, "the stick share is missing — subtract it"),
+        (on_donut / donut.sum() - on_stick / stick.sum(),
+         f"you divided by the size of each map; divide by the total ink to get {share}"),
     ]
 
 
@@ -351,7 +378,8 @@ class Checks:
         ref = losses.kl_divergence(mu, logvar)
         out = _tensor(_call(fn, "fn(mu, logvar)", mu.clone().requires_grad_(),
                             logvar.clone().requires_grad_()), "the KL per image")
-        _per_image(out, ref, "one KL per image", "sum over the latent dimensions (dim=1)")
+        out, note = _per_image(out, ref, "one KL per image",
+                               "sum over the latent dimensions (dim=1)")
         _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
                      "log or sqrt of logvar")
         if not _close(out.detach(), ref):
@@ -361,10 +389,14 @@ class Checks:
             if (out.detach() < -1e-6).any():
                 raise _Problem("some KLs came out negative — a KL divergence is never negative; "
                                "check the signs")
-            raise _Problem("the KL per image is off — compare each term with "
-                           "½ Σ_j (μ_j² + σ_j² − log σ_j² − 1)")
+            if abs(out[0].item()) > 1e-4:  # the first image's posterior is the prior itself
+                raise _Problem(f"the KL of the prior from itself (μ = 0, logvar = 0) must be 0; "
+                               f"yours gives {out[0].item():.3g} — check the constant terms")
+            raise _Problem("the KL per image is off (though 0 for the prior itself) — "
+                           "rederive one latent dimension's term from the notebook and check "
+                           "how μ, σ² = exp(logvar) and log σ² = logvar each enter it")
         _needs_grad(out)
-        return "KL per image matches the closed form (and is 0 for the prior itself)"
+        return "KL per image matches the closed form (and is 0 for the prior itself)" + note
 
     @staticmethod
     @_checker("−log p(x|z) per image, a tensor of shape (N,)")
@@ -374,7 +406,8 @@ class Checks:
         ref = losses.bernoulli_nll_per_image(logits, x)
         out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
                       "the reconstruction term per image")
-        _per_image(out, ref, "−log p(x|z) per image", "sum over the pixels (flatten(1).sum(1))")
+        out, note = _per_image(out, ref, "−log p(x|z) per image",
+                               "sum over the pixels (flatten(1).sum(1))")
         _finite(out, "log(0) somewhere? the decoder gives logits: use "
                      "F.binary_cross_entropy_with_logits, which is stable")
         if not _close(out.detach(), ref, rtol=1e-4, atol=1e-2):
@@ -384,7 +417,8 @@ class Checks:
             raise _Problem("the values are off — the term is the binary cross-entropy between "
                            "the images and sigmoid(logits), summed over pixels")
         _needs_grad(out)
-        return "binary cross-entropy on logits, summed over pixels, one number per image"
+        return ("binary cross-entropy on logits, summed over pixels, one number per image"
+                + note)
 
     @staticmethod
     @_checker("the batch-mean loss, a scalar tensor")
@@ -440,37 +474,36 @@ class Checks:
     @_checker("one score per image, a tensor of shape (N,)")
     def donutness(fn):
         """Check ``fn(x) -> (N,)``: share of the ink on the donut map minus share on the stick
-        map, for ``x`` of shape ``(N, 1, 28, 28)`` in [0, 1]."""
-        donut, stick = losses.donut_map(), losses.stick_map()
+        map, for ``x`` of shape ``(N, 1, 28, 28)`` in [0, 1]. Known answers: the donut map
+        scores high, the stick map low, every score lies in [-1, 1], a blank image gives 0."""
+        donut, stick = anchor.donut_map(), anchor.stick_map()
         g = torch.Generator().manual_seed(2)
         noise = torch.rand(28, 28, generator=g)
         x = torch.stack([donut, stick, 0.5 * donut, ((donut + stick) > 0).float(), noise,
-                         noise * stick + 0.2 * donut]).unsqueeze(1)
-        ref = losses.donutness(x)
+                         0.8 * noise * stick + 0.2 * donut]).unsqueeze(1)
+        ref = anchor.donutness(x)
         out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores")
-        _per_image(out, ref, "one score per image", "reduce each image to one number")
+        out, note = _per_image(out, ref, "one score per image", "reduce each image to one number")
         _finite(out, "divide by each image's total ink")
         if not _close(out, ref, atol=1e-3):
-            ink = x.flatten(1)
-            on_donut, on_stick, total = ink @ donut.flatten(), ink @ stick.flatten(), ink.sum(1)
-            share = "a share of the image's own ink"
-            message = _match(out, [
-                (-ref, "the sign is flipped — donut share minus stick share"),
-                (on_donut - on_stick, f"not normalised — divide by the image's total ink to get "
-                                      f"{share}"),
-                ((on_donut - on_stick) / ink.numel() * len(x),
-                 f"you divided by the number of pixels; divide by the total ink to get {share}"),
-                ((on_donut - on_stick) / total.sum(), "divide by each image's own total ink, "
-                                                      "not the whole batch's"),
-                (on_donut / total, "the stick share is missing — subtract it"),
-                (on_donut / donut.sum() - on_stick / stick.sum(),
-                 f"you divided by the size of each map; divide by the total ink to get {share}"),
-            ])
-            raise _Problem(message or "the scores are off — donutness is (ink on the donut map "
-                           "− ink on the stick map) / total ink, per image")
+            message = _match(out, _donut_variants(x, ref))
+            if message:
+                raise _Problem(message)
+            if (out.detach().abs() > 1 + 1e-4).any():
+                raise _Problem("some scores lie outside [-1, 1] — both terms are shares of the "
+                               "image's own ink, each between 0 and 1")
+            if not (out[0].item() > 0.5 and out[1].item() < -0.2):
+                raise _Problem(f"the donut map itself should score high and the stick map low; "
+                               f"yours give {out[0].item():.2f} and {out[1].item():.2f}")
+            raise _Problem("the scores are off — compare yours with the notebook's definition "
+                           "on the donut map alone and on the stick map alone")
         blank = _tensor(_call(fn, "fn(x)", torch.zeros(2, 1, 28, 28)), "the scores")
         _finite(blank, "a blank image gives 0/0 — add a small eps (1e-8) to the total ink")
-        return "donut share − stick share of each image's ink, and 0 for a blank image"
+        blank = blank.detach().reshape(-1)
+        if blank.shape != (2,) or (blank != 0).any():
+            raise _Problem(f"a blank image has no ink on either map, so its score must be 0; "
+                           f"two blank images gave {blank.tolist()}")
+        return "donut share − stick share of each image's ink, and 0 for a blank image" + note
 
     @staticmethod
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
@@ -523,9 +556,9 @@ def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formul
         if isinstance(s, torch.Tensor):
             raise _Problem("return the shapes (tuple(t.shape)), not the tensors")
         if not isinstance(s, (tuple, list, torch.Size)) or not all(
-                isinstance(d, int) for d in s):
+                isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in s):
             raise _Problem(f"each entry should be a shape like (1, C, H, W); got {s!r}")
-        shapes.append(tuple(s))
+        shapes.append(tuple(int(d) for d in s))  # numpy integers are fine
     k = len(expected)
     if shapes == expected:
         return
