@@ -1,9 +1,18 @@
 """The latent explorer in a real JupyterLab, driven by headless Chromium (playwright).
 
-Starts JupyterLab on a free localhost port with throwaway settings, opens
-``tests/browser/explorer_demo.ipynb``, runs all cells, moves the z₁ slider with the keyboard and
-waits until the kernel's callback has sent back a new image. Screenshots before and after land
-in pytest's ``tmp_path`` (their paths are printed; ``pytest -s`` shows them).
+Starts JupyterLab on a free localhost port with throwaway settings (widget state saved with
+the notebook, as ``make lab`` sets it), and
+
+* opens ``tests/browser/explorer_demo.ipynb``, runs all cells, moves the z₁ slider with the
+  keyboard and waits until the kernel's callback has sent back a new image;
+* runs a small notebook with two explorers (VAE L=2, ConvVAE L=10) and a tqdm progress bar in
+  a 1,400-px window with the file browser open, checks nothing overflows sideways, saves it,
+  shuts the kernel down and reloads the page: every explorer shows its last picture with a note
+  to rerun the cell, the bar its final line, and no "Error displaying widget"; the same
+  notebook scrubbed by ``tools/clean_notebooks.py`` opens with the static pictures and is not
+  marked modified.
+
+Screenshots land in pytest's ``tmp_path`` (their paths are printed; ``pytest -s`` shows them).
 
 Needs Chromium at /usr/bin/chromium (the browser is never downloaded) and the playwright
 Python package; skipped with the reason otherwise.
@@ -23,7 +32,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+import clean_notebooks  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = Path(__file__).parent / "browser" / "explorer_demo.ipynb"
@@ -87,6 +100,9 @@ class LabServer:
         settings.mkdir(parents=True)
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        widgets = base / "jupyterlab_settings_dir" / "@jupyter-widgets" / "jupyterlab-manager"
+        widgets.mkdir(parents=True)  # what `make lab` sets (there as an override)
+        (widgets / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
                f"--port={self.port}", "--ServerApp.port_retries=0",
                "--IdentityProvider.token=", "--ServerApp.password=",
@@ -243,3 +259,129 @@ def test_latent_explorer_in_jupyterlab(lab, tmp_path):
     assert number(after["slider"]) > number(before["slider"])
     assert after["src"] != before["src"]
     assert after_png != before_png, "the decoded image looks the same after moving z₁"
+
+
+# ---------------------------------------------------------------------------------------------
+# Save, shut down, reopen: pictures, never "Error displaying widget".
+
+REOPEN_CELLS = [
+    "import torch\nfrom tqdm.auto import tqdm\n\nimport vaelab\n"
+    "from vaelab.widgets import latent_explorer\n\ntorch.manual_seed(0)\n"
+    "x, y = torch.rand(200, 1, 28, 28), torch.arange(200) % 10\n"
+    "for _ in tqdm(range(40), desc=\"training\"):\n    pass",
+    "latent_explorer(vaelab.VAE(latent_dim=2), start=x[:1], scatter=(x, y))",
+    "latent_explorer(vaelab.ConvVAE(latent_dim=10), start=x[:1], scatter=(x, y))",
+]
+PANEL = "window.jupyterapp.shell.currentWidget"
+LAYOUT = """() => Array.from(document.querySelectorAll('.vaelab-explorer')).map(el => {
+    const out = el.closest('.jp-OutputArea-output');
+    const readout = el.querySelector('.vaelab-readout');
+    return {explorer: [el.scrollWidth, el.clientWidth], output: [out.scrollWidth, out.clientWidth],
+            readout_lines: readout.innerText.trim().split('\\n').length,
+            readout: [readout.scrollWidth, readout.clientWidth]};
+})"""
+ERRORS = ["Error displaying widget", "model not found"]
+
+
+def visible_count(page, selector: str) -> int:
+    return sum(1 for el in page.locator(selector).all() if el.is_visible())
+
+
+def open_notebook(page, url: str, name: str) -> None:
+    page.goto(f"{url}/lab/tree/{name}")
+    page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
+
+
+def start_code() -> str:
+    """The readout the first explorer of REOPEN_CELLS must start with (same seed, same code)."""
+    import torch
+
+    import vaelab
+    from vaelab.widgets import describe_code
+
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 28, 28)
+    return describe_code(vaelab.VAE(latent_dim=2).encode_means(x[:1])[0])
+
+
+def test_saved_notebook_reopens_with_pictures_and_no_widget_errors(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in REOPEN_CELLS])
+    nb.metadata["kernelspec"] = dict(clean_notebooks.KERNELSPEC)
+    saved = lab.root / "reopen_demo.ipynb"
+    nbformat.write(nb, saved)
+    shots = {}
+    started = time.monotonic()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            open_notebook(page, lab.url, saved.name)
+            page.evaluate("""async () => {
+                const app = window.jupyterapp;
+                app.shell.activateById('filebrowser');   // the file browser stays open
+                await app.commands.execute('notebook:run-all-cells');
+            }""")
+            page.wait_for_function(
+                "() => document.querySelectorAll('img.vaelab-explorer-image').length === 2"
+                " && document.body.innerText.includes('40/40')",
+                timeout=RENDER_TIMEOUT_S * 1000)
+            page.wait_for_function(KERNEL_IDLE, timeout=RENDER_TIMEOUT_S * 1000)
+            assert not page.evaluate("window.jupyterapp.shell.leftCollapsed")
+            layout = page.evaluate(LAYOUT)
+            live_readout = page.locator(".vaelab-readout").first.inner_text()
+            shots["live"] = tmp_path / "live.png"
+            page.screenshot(path=shots["live"])
+            for i, explorer in enumerate(page.locator(".vaelab-explorer").all()):
+                shots[f"live explorer {i + 1}"] = tmp_path / f"live_explorer_{i + 1}.png"
+                explorer.screenshot(path=shots[f"live explorer {i + 1}"])
+            assert visible_count(page, ".vaelab-live-note") == 0  # live: no note
+
+            page.evaluate(f"""async () => {{
+                await window.jupyterapp.commands.execute('docmanager:save');
+                await {PANEL}.sessionContext.shutdown();
+            }}""")
+            page.reload()
+            page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.vaelab-live-note'))"
+                ".filter(n => n.offsetParent !== null).length === 2",
+                timeout=RENDER_TIMEOUT_S * 1000)
+            reopened_text = page.evaluate(f"{PANEL}.content.node.innerText")
+            reopened_images = visible_count(page, "img.vaelab-explorer-image")
+            reopened_dirty = page.evaluate(f"{PANEL}.context.model.dirty")
+            shots["reopened"] = tmp_path / "reopened.png"
+            page.screenshot(path=shots["reopened"])
+
+            stored = json.loads(saved.read_text())
+            stored["metadata"].pop("language_info")  # the scrubber must write it back whole
+            clean = lab.root / "reopen_clean.ipynb"
+            clean.write_text(json.dumps(clean_notebooks.clean(stored), indent=1))
+            open_notebook(page, lab.url, clean.name)
+            page.wait_for_function(
+                "() => document.querySelectorAll('img[alt=\"decoded image\"]').length === 2",
+                timeout=RENDER_TIMEOUT_S * 1000)
+            page.wait_for_timeout(1000)  # kernel info in, language_info compared
+            clean_text = page.evaluate(f"{PANEL}.content.node.innerText")
+            clean_dirty = page.evaluate(f"{PANEL}.context.model.dirty")
+            shots["scrubbed"] = tmp_path / "scrubbed.png"
+            page.screenshot(path=shots["scrubbed"])
+        finally:
+            browser.close()
+
+    print("\nscreenshots: " + ", ".join(str(s) for s in shots.values()))
+    print(f"layout: {layout}; reopened notebook modified: {reopened_dirty}; "
+          f"{time.monotonic() - started:.1f} s in the browser")
+    assert live_readout == start_code(), "the explorer does not start at the start code"
+    for box in layout:  # nothing sticks out sideways at 1,400 px with the file browser open
+        assert box["explorer"][0] <= box["explorer"][1], box
+        assert box["output"][0] <= box["output"][1], box
+        assert box["readout"][0] <= box["readout"][1] and box["readout_lines"] <= 2, box
+    assert "widgets" in json.loads(saved.read_text())["metadata"], "widget state not saved"
+    for text in (reopened_text, clean_text):
+        assert not any(error in text for error in ERRORS), text[:2000]
+    assert reopened_images == 2
+    assert "100%" in reopened_text and "40/40" in reopened_text  # the bar's final line
+    assert clean_text.count("Static picture: run this cell") == 2
+    assert not clean_dirty, "the scrubbed notebook opened modified"

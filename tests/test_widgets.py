@@ -113,11 +113,15 @@ def test_explorer_starts_at_an_images_posterior_mean(data):
     assert ex.image.value == widgets.decode_to_png(model, mu)
 
 
-def test_explorer_slider_range_covers_the_start():
-    ex = widgets.latent_explorer(tiny(2), start=torch.tensor([4.2, -0.3]))
-    assert (ex.sliders[0].min, ex.sliders[0].max) == (-4.5, 4.5)
-    assert (ex.sliders[1].min, ex.sliders[1].max) == (-3.0, 3.0)
+def test_explorer_slider_range_covers_the_start_on_the_step_grid():
+    ex = widgets.latent_explorer(tiny(2), start=torch.tensor([4.2, -0.31]))
+    assert (ex.sliders[0].min, ex.sliders[0].max) == pytest.approx((-3.0, 4.2))
+    assert (ex.sliders[1].min, ex.sliders[1].max) == pytest.approx((-3.01, 3.04))
     assert ex.sliders[0].value == pytest.approx(4.2)
+    for slider in ex.sliders:  # the browser snaps to min + k·step: the start is on that grid
+        k = (slider.value - slider.min) / slider.step
+        assert k == pytest.approx(round(k), abs=1e-6)
+    assert widgets.slider_range(0.0, 3.0, 0.05) == pytest.approx((-3.0, 3.0))
 
 
 def test_explorer_many_dims_shows_the_first_ten():

@@ -33,7 +33,8 @@ from .checks import check_codes, check_model, check_number
 
 SCALE = 8            # a 28-pixel digit is shown 224 pixels wide (nearest neighbour)
 MAX_SLIDERS = 10
-SLIDER_WIDTH = "340px"
+SLIDER_WIDTH = "300px"  # sliders | image | scatter fit a 1,400-px window with the file browser
+COLUMN_WIDTH = "304px"  # the sliders plus their 2-px margins: no sideways scrollbar
 SLIDER_STYLE = {"description_width": "32px"}  # room for "z₁₀"; the rest goes to the track
 BUTTON_LAYOUT = {"width": "90px", "min_width": "90px", "flex": "0 0 auto"}
 PNG_COMPRESSION = 1  # fast zlib level: encoding must not slow a slider down
@@ -104,6 +105,15 @@ def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tenso
     return (1 - float(t)) * a + float(t) * b
 
 
+def slider_range(value: float, lim: float, step: float) -> tuple[float, float]:
+    """``(min, max)`` of a slider that covers ``[-lim, lim]`` and ``value``, with ``value`` on
+    its step grid (``min + k·step``): the browser snaps a slider to that grid, so the explorer
+    then starts at exactly the start code."""
+    below = max(0, math.ceil((value + lim) / step - 1e-6))
+    above = max(0, math.ceil((lim - value) / step - 1e-6))
+    return value - below * step, value + above * step
+
+
 def describe_code(z: torch.Tensor, per_line: int | None = None) -> str:
     """``"z = (0.35, −1.20)"``, as the explorers' readout shows it; with ``per_line``, a new
     line after every ``per_line`` values."""
@@ -134,7 +144,7 @@ class ScatterMarker:
     """
 
     def __init__(self, codes: torch.Tensor, labels=None, *, label_name: str = "digit",
-                 lim: float | None = None, size=(4.4, 3.7)):
+                 lim: float | None = None, size=(3.9, 3.3)):
         L = codes.shape[1]
         if L < 2:
             raise ValueError("the scatter needs latent_dim >= 2")
@@ -315,8 +325,8 @@ class LatentExplorer(_Explorer):
         self.sliders = []
         for i in range(n):
             value = float(self.start[i])
-            bound = max(lim, math.ceil(abs(value) * 2) / 2)
-            slider = w.FloatSlider(value=value, min=-bound, max=bound, step=step,
+            low, high = slider_range(value, lim, step)
+            slider = w.FloatSlider(value=value, min=low, max=high, step=step,
                                    description=viz.z_name(i), readout_format=".2f",
                                    continuous_update=True, style=SLIDER_STYLE,
                                    layout=w.Layout(width=SLIDER_WIDTH))
@@ -344,7 +354,8 @@ class LatentExplorer(_Explorer):
                                                flex_flow="row wrap")))
         controls.append(_live_note())
         caption = w.HTML("<b>decoded image</b> sigmoid(decode(z))")
-        panels = [w.VBox(controls), w.VBox([caption, self.image])]
+        panels = [w.VBox(controls, layout=w.Layout(width=COLUMN_WIDTH)),
+                  w.VBox([caption, self.image])]
         if self.scatter_image is not None:
             panels.append(self.scatter_image)
         self.widget = w.HBox(panels, layout=w.Layout(flex_flow="row wrap", align_items="center",
