@@ -1,54 +1,112 @@
-"""Command line: ``python -m vaelab train ...``, ``encode ...`` and ``student-notebooks``."""
+"""Command line: ``python -m vaelab train ...``, ``encode ...`` and ``student-notebooks``.
+
+Every error is one line on stderr, ``error: <what went wrong and what to do>``, with exit code 2
+for a command line that cannot work (a bad option, an ``--out`` that cannot be written) and 1
+for a failure on the way (a damaged checkpoint, a loss that became NaN); ``--debug`` shows the
+Python traceback instead. Destinations are checked before anything trains.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
+from . import checkpoints, data, losses, models, train
 
-def _train(args) -> int:
-    from . import checkpoints, data, models, train
 
-    if args.out.exists() and not args.force:
-        print(f"error: {args.out} exists; pass --force to replace it or choose another --out",
-              file=sys.stderr)
-        return 2
+class UsageError(Exception):
+    """A command line that cannot work: exit code 2."""
+
+
+def _writable_out(out: Path, force: bool) -> Path:
+    """``out`` (``~`` expanded) once it is clear the result can be written there."""
+    out = out.expanduser()
+    if out.exists() and not out.is_dir() and not force:
+        raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
+    try:
+        return checkpoints.check_writable(out)
+    except ValueError as err:
+        raise UsageError(f"--out: {err}") from None
+
+
+def _make_model(args) -> models.LatentModel:
+    if args.model == "convvae" and (args.hidden is not None or args.activation is not None):
+        raise UsageError("--hidden and --activation apply to ae and vae; convvae has a fixed "
+                         "architecture")
     kwargs = {"latent_dim": args.latent}
     if args.model != "convvae":
-        kwargs |= {"hidden": tuple(args.hidden), "activation": args.activation}
+        kwargs |= {"hidden": tuple(args.hidden or [400]), "activation": args.activation or "relu"}
     torch.manual_seed(args.seed)
-    model = models.MODELS[args.model](**kwargs)
+    return models.MODELS[args.model](**kwargs)
+
+
+def _train(args) -> int:
+    out = _writable_out(args.out, args.force)
+    model = _make_model(args)
     train_set = data.load_mnist(True, args.data_root, dataset=args.dataset)
     test_set = data.load_mnist(False, args.data_root, dataset=args.dataset)
-    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+    epochs = args.epochs
+    if args.images_seen is not None:
+        epochs = train.epochs_for(args.images_seen, len(train_set.images))
+        print(f"--images-seen {args.images_seen:,}: {epochs} epoch{'s' * (epochs != 1)} of "
+              f"{len(train_set.images):,} training images")
+    settings = {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
                 "beta": args.beta, "seed": args.seed, "likelihood": args.likelihood,
                 "anchor_rate": args.anchor_rate}
-    history = train.fit(model, train_set, test_data=test_set, device=args.device, **settings)
-    checkpoints.save(model, args.out, settings=settings, history=history.as_dict(),
-                     data={"dataset": args.dataset, "source": train_set.source})
+    extra = {"settings": settings | {"images_seen": args.images_seen},
+             "data": {"dataset": args.dataset, "source": train_set.source}}
+    try:
+        history = train.fit(model, train_set, test_data=test_set, device=args.device,
+                            **settings)
+    except train.NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        kept = getattr(err, "kept_epoch", len(err.history))
+        if kept == 0:
+            print("nothing saved: no epoch finished with a finite loss", file=sys.stderr)
+            return 1
+        record = {k: v[:kept] if isinstance(v, list) else v
+                  for k, v in err.history.as_dict().items()}
+        path, code = _save(model, out, history=record, **extra)
+        print(f"saved the model as it was after epoch {kept}, with the history of its "
+              f"{kept} epoch(s), to {path}")
+        return 1
+    path, code = _save(model, out, history=history.as_dict(), **extra)
     last = history.test[-1]["total"] if history.test else float("nan")
-    print(f"saved {args.out} ({len(history)} epochs, test loss {last:.2f} nats per image)")
-    return 0
+    print(f"saved {path} ({len(history)} epochs, test loss {last:.2f} nats per image)")
+    return code
+
+
+def _save(model, out: Path, **metadata) -> tuple[Path, int]:
+    """Save to ``out``; if that fails after all, to a new temporary folder, and say so.
+    Returns the path written and the exit code (1 when ``out`` could not be written)."""
+    try:
+        return checkpoints.save(model, out, **metadata), 0
+    except (OSError, ValueError) as err:
+        fallback = Path(tempfile.mkdtemp(prefix="vaelab-")) / out.name
+        checkpoints.save(model, fallback, **metadata)
+        print(f"error: could not write {out} ({_one_line(err)}); the trained model is saved "
+              f"to {fallback} instead", file=sys.stderr)
+        return fallback, 1
 
 
 def _encode(args) -> int:
-    from . import checkpoints, data
-
+    out = _writable_out(args.out, force=True)
     model = checkpoints.load(args.checkpoint)
     test_set = data.load_mnist(False, args.data_root, dataset=args.dataset)
-    with torch.no_grad():
-        mu = torch.cat([model.encode(xb)[0] for xb in test_set.images.split(1000)])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
+    mu = model.encode_means(test_set.images)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["label", *(f"mu_{i}" for i in range(model.latent_dim))])
         for label, row in zip(test_set.labels.tolist(), mu.tolist(), strict=True):
             writer.writerow([label, *(f"{v:.6g}" for v in row)])
-    print(f"wrote {len(mu):,} codes to {args.out}")
+    print(f"wrote {len(mu):,} codes to {out}")
     return 0
 
 
@@ -66,33 +124,59 @@ def _student_notebooks(args) -> int:
             return 1 if problems else 0
         written = student.write(args.notebooks)
     except (FileNotFoundError, student.SolutionCellError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     n = len(written)
     print(f"wrote {n} student notebook{'s' * (n != 1)} to {args.notebooks / student.STUDENT_DIR}")
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vaelab", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def _number(kind, minimum: float, *, above: bool = False):
+    """An argparse type: ``kind`` (int or float), finite, ≥ ``minimum`` (> with ``above``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '≥'} {minimum}; "
+                                             f"got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
+
+def _train_parser(sub) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on MNIST and save a checkpoint")
-    t.add_argument("--model", choices=["ae", "vae", "convvae"], default="vae")
-    t.add_argument("--latent", type=int, default=2, help="latent dimensions L")
-    t.add_argument("--hidden", type=int, nargs="+", default=[400], help="MLP hidden sizes")
-    t.add_argument("--activation", choices=["relu", "tanh"], default="relu")
-    t.add_argument("--beta", type=float, default=1.0)
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
-    t.add_argument("--anchor-rate", type=float, default=0.0)
+    t.add_argument("--model", choices=list(models.MODELS), default="vae")
+    t.add_argument("--latent", type=_number(int, 1), default=2, help="latent dimensions L")
+    t.add_argument("--hidden", type=_number(int, 1), nargs="+", default=None,
+                   help="MLP hidden sizes (ae, vae; default: 400)")
+    t.add_argument("--activation", choices=list(models.ACTIVATIONS), default=None,
+                   help="hidden-layer activation (ae, vae; default: relu)")
+    t.add_argument("--beta", type=_number(float, 0.0), default=1.0)
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_number(int, 0), default=20, help="default: 20")
+    budget.add_argument("--images-seen", type=_number(int, 1), default=None, metavar="N",
+                        help="train the fewest whole epochs that show the model N images")
+    t.add_argument("--batch-size", type=_number(int, 1), default=128)
+    t.add_argument("--lr", type=_number(float, 0.0, above=True), default=1e-3)
+    t.add_argument("--seed", type=_number(int, 0), default=0)
+    t.add_argument("--likelihood", choices=list(losses.LIKELIHOODS), default="bernoulli")
+    t.add_argument("--anchor-rate", type=_number(float, 0.0), default=0.0)
     t.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
     t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
     t.set_defaults(run=_train)
+    return t
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vaelab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = _train_parser(sub)
 
     e = sub.add_parser("encode", help="write label and mu of every test image to a CSV file")
     e.add_argument("checkpoint", type=Path)
@@ -111,9 +195,30 @@ def parser() -> argparse.ArgumentParser:
     for s in (t, e):
         s.add_argument("--dataset", choices=["mnist", "fashion"], default="mnist")
         s.add_argument("--data-root", default=None, help="folder with MNIST files")
+    for s in (t, e, st):
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show Python tracebacks")
     return p
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 by itself)."""
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line instead of a traceback
+        if args.debug:
+            raise
+        known = (UsageError, ValueError, TypeError, OSError, RuntimeError)
+        hint = "" if isinstance(err, known) else " (unexpected: --debug shows the traceback)"
+        print(f"error: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
