@@ -132,3 +132,13 @@ def test_a_failed_cache_write_after_training_says_so_and_returns_the_model(small
     model, history = train_or_load("m", tiny_vae, x, epochs=1, progress=False, folder=tmp_path)
     assert len(history) == 1 and isinstance(model, VAE)
     assert "is not cached (disk full" in capsys.readouterr().out
+
+
+def test_images_seen_is_keyed_as_the_epochs_it_gives(small, tmp_path, monkeypatch, capsys):
+    x, _ = small  # 512 images: 513 images seen are 2 epochs
+    _, history = train_or_load("b", tiny_vae, x, images_seen=513, progress=False,
+                               folder=tmp_path)
+    assert len(history) == 2
+    monkeypatch.setattr(cache, "fit", lambda *a, **k: pytest.fail("retrained a cached model"))
+    _, again = train_or_load("b", tiny_vae, x, epochs=2, progress=False, folder=tmp_path)
+    assert again.loaded

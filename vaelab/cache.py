@@ -21,7 +21,7 @@ from .checkpoints import CheckpointError, check_writable, load, save, scalar, te
 from .checks import describe, images_of
 from .data import cache_dir, shown_path
 from .models import LatentModel
-from .train import History, fit
+from .train import History, epochs_for, fit
 
 
 def fingerprint(x: torch.Tensor | None) -> dict | None:
@@ -73,17 +73,12 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     ``make_model()`` builds a fresh model. The cache file ``<folder>/<name>-<key>.pt`` (default
     folder: ``<cache>/models``) is keyed by ``cache_key`` over the model's class and
     configuration, the training images, and every ``fit_kwargs`` setting (the test images
-    included; ``progress`` excepted), so other settings or data never overwrite or reuse it;
+    included; ``progress`` excepted; ``images_seen`` counts as the epochs it gives), so other
+    settings or data never overwrite or reuse it;
     ``retrain=True`` trains anew. An unwritable folder raises a ValueError before training; a
     cached file that does not load is reported in one line and trained anew.
     """
-    model = make_model()
-    settings = {"model": type(model).__name__, "config": model.config,
-                "train_data": images_of(train_data),
-                **{k: v for k, v in fit_kwargs.items() if k != "progress"}}
-    if fit_kwargs.get("test_data") is not None:
-        settings["test_data"] = images_of(fit_kwargs["test_data"])
-    settings = plain(settings)
+    settings = _settings(make_model(), train_data, fit_kwargs)
     folder = cache_dir() / "models" if folder is None else Path(folder).expanduser()
     path = folder / f"{name}-{cache_key(settings)[:12]}.pt"
     if not retrain and path.exists():
@@ -105,6 +100,20 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
             print(f"The trained model is not cached ({err}); it will be trained again next "
                   "time.")
     return model, history
+
+
+def _settings(model: LatentModel, train_data, fit_kwargs: dict) -> dict:
+    """What a cached model is keyed by, as ``plain`` values: model class and configuration,
+    training and test images, and every setting of ``fit`` but ``progress``."""
+    settings = {"model": type(model).__name__, "config": model.config,
+                "train_data": images_of(train_data),
+                **{k: v for k, v in fit_kwargs.items() if k != "progress"}}
+    if fit_kwargs.get("test_data") is not None:
+        settings["test_data"] = images_of(fit_kwargs["test_data"])
+    if fit_kwargs.get("images_seen") is not None and fit_kwargs.get("epochs") is None:
+        images_seen = settings.pop("images_seen")  # key on the epochs that budget gives
+        settings["epochs"] = epochs_for(images_seen, len(images_of(train_data)))
+    return plain(settings)
 
 
 def _load_cached(path: Path, settings: dict) -> tuple[LatentModel, History] | None:
