@@ -384,6 +384,25 @@ def interpolation_gif(model, images, path, steps: int = 24, scale: int = GIF_SCA
     return path
 
 
+def gif_html(path, alt: str = "animated walk in latent space"):
+    """The GIF at ``path`` as an ``IPython.display.HTML`` ``<img src="data:image/gif;...">``.
+
+    Show it as a cell's last line: JupyterLab animates it, and HTML exporters (nbconvert,
+    nbviewer, GitHub) keep it, where a plain ``Image(filename=...)`` becomes text.
+    """
+    import base64
+    import html
+
+    from IPython.display import HTML
+
+    data = Path(path).read_bytes()
+    if not data.startswith(b"GIF8"):
+        raise ValueError(f"path must be a GIF file (as written by interpolation_gif); got "
+                         f"{str(path)!r}, which starts with {data[:6]!r}")
+    encoded = base64.b64encode(data).decode("ascii")
+    return HTML(f'<img class="vaelab-gif" alt="{html.escape(alt)}" '
+                f'src="data:image/gif;base64,{encoded}">')
+
 
 # ---------------------------------------------------------------------------------------------
 # Scatter of codes.
