@@ -98,6 +98,36 @@ def test_summary_has_mean_and_std_per_beta(result):
     assert ("mig", "mean") in s.columns and ("rate", "std") in s.columns
 
 
+def test_images_seen_gives_whole_epochs_and_shares_the_cache_with_those_epochs(shapes, tmp_path,
+                                                                              capsys):
+    # 270 training images: 400 images seen round up to 2 epochs
+    r = beta_sweep(shapes, [1], [0], make, images_seen=400, folder=tmp_path, batch_size=64)
+    said = capsys.readouterr().out
+    assert len(r.histories[1.0, 0]) == 2
+    assert "2 epochs each (derived from images_seen=400 on 270 training images)" in said
+    again = beta_sweep(shapes, [1], [0], make, epochs=2, folder=tmp_path, batch_size=64)
+    said = capsys.readouterr().out
+    assert "0 trained, 1 loaded" in said and "table loaded" in said
+    pd.testing.assert_frame_equal(again.table, r.table)
+
+
+def test_two_swapped_training_images_are_other_data(shapes, tmp_path):
+    first = beta_sweep(shapes.images, [1], [0], make, epochs=1, folder=tmp_path, verbose=False)
+    swapped = shapes.images.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    second = beta_sweep(swapped, [1], [0], make, epochs=1, folder=tmp_path, verbose=False)
+    assert not first.histories[1.0, 0].loaded and not second.histories[1.0, 0].loaded
+    assert len(list(tmp_path.glob("sweep-*.csv"))) == 2
+
+
+def test_budget_is_exactly_one_of_epochs_and_images_seen(shapes, tmp_path):
+    for budget in ({}, {"epochs": 1, "images_seen": 270}):
+        with pytest.raises(TypeError, match="exactly one of epochs=... or images_seen="):
+            beta_sweep(shapes, [1], [0], make, folder=tmp_path, **budget)
+    with pytest.raises(ValueError, match="images_seen must be an integer ≥ 1"):
+        beta_sweep(shapes, [1], [0], make, images_seen=0, folder=tmp_path)
+
+
 def test_clear_errors(shapes, tmp_path):
     with pytest.raises(ValueError, match="factors must be"):
         beta_sweep(shapes, [1], [0], make, epochs=1, factors=shapes.factors[:10],
@@ -108,3 +138,13 @@ def test_clear_errors(shapes, tmp_path):
         beta_sweep(shapes, [1], [], make, epochs=1, folder=tmp_path)
     with pytest.raises(ValueError, match="betas"):
         beta_sweep(shapes, [-1], [0], make, epochs=1, folder=tmp_path)
+    with pytest.raises(TypeError, match="sets \\['beta'\\] itself"):
+        beta_sweep(shapes, [1], [0], make, epochs=1, folder=tmp_path, beta=2.0)
+    with pytest.raises(ValueError, match="without slashes"):
+        beta_sweep(shapes, [1], [0], make, epochs=1, folder=tmp_path, name="a/b")
+    with pytest.raises(ValueError, match=r"train_data must have shape \(N, 1, 16, 16\)"):
+        beta_sweep(torch.rand(4, 1, 28, 28), [1], [0], make, epochs=1, folder=tmp_path)
+    with pytest.raises(TypeError, match="make_model must be a function"):
+        beta_sweep(shapes, [1], [0], make(), epochs=1, folder=tmp_path)
+    with pytest.raises(ValueError, match="integer indices"):
+        beta_sweep(shapes, [1], [0], make, epochs=1, factors=shapes.values, folder=tmp_path)

@@ -12,15 +12,16 @@ results table too, so a second run takes seconds. The table has one row per mode
 * with ``factors``: ``mig`` and ``mig_<factor>`` (Mutual Information Gap of the encoder means of
   the training images, 20 bins per latent);
 * ``train_seconds``: training time (as recorded when the model was trained).
+
+Rate, distortion and active units are those of ``vaelab.metrics`` (its "Definitions used in
+every notebook"). A training budget is ``epochs=`` or ``images_seen=`` (whole epochs from
+``vaelab.train.epochs_for``); the epochs used are part of every cache key.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,11 @@ import pandas as pd
 import torch
 
 from . import metrics
-from .cache import fingerprint, plain, train_or_load
-from .checks import images_of
+from .cache import cache_key, train_or_load
+from .checks import check_choice, check_images, check_int, check_model, check_number, images_of
 from .data import cache_dir
-from .train import History
+from .losses import LIKELIHOODS
+from .train import History, epochs_for
 
 
 @dataclass
@@ -61,91 +63,151 @@ class SweepResult:
 
 
 def _check_betas_seeds(betas, seeds) -> tuple[list[float], list[int]]:
-    betas, seeds = [float(b) for b in betas], list(seeds)
-    if not betas or any(not math.isfinite(b) or b < 0 for b in betas):
-        raise ValueError(f"betas must be a non-empty list of numbers >= 0; got {betas}")
-    if not seeds or any(not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of integers; got {seeds}")
+    lists = []
+    for what, value in (("betas", betas), ("seeds", seeds)):
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise TypeError(f"{what} must be a list, e.g. [0.5, 1, 4] for betas and [0, 1] for "
+                            f"seeds; got {value!r}")
+        lists.append(list(value))
+        if not lists[-1]:
+            raise ValueError(f"{what} must be a non-empty list; got {value!r}")
+    betas, seeds = lists
+    betas = [check_number(b, "each of betas", minimum=0.0) for b in betas]
+    seeds = [check_int(s, "each of seeds", minimum=0) for s in seeds]
     if len(set(betas)) < len(betas) or len(set(seeds)) < len(seeds):
-        raise ValueError("betas and seeds must not repeat")
+        raise ValueError(f"betas and seeds must not repeat; got betas {betas}, seeds {seeds}")
     return betas, seeds
 
 
-def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int, test_data=None,
-               factors=None, name: str = "sweep", factor_names=None, retrain: bool = False,
-               folder=None, verbose: bool = True, **fit_kwargs) -> SweepResult:
+def _budget(epochs, images_seen, n_images: int) -> int:
+    """Epochs per model from exactly one of ``epochs`` and ``images_seen``."""
+    if (epochs is None) == (images_seen is None):
+        raise TypeError("give the training budget as exactly one of epochs=... or "
+                        f"images_seen=...; got epochs={epochs!r}, images_seen={images_seen!r}")
+    if epochs is not None:
+        return check_int(epochs, "epochs")
+    return epochs_for(images_seen, n_images)
+
+
+def _check_factors(factors, factor_names, train_data, n_images: int):
+    """``(factors (N, K) int64 or None, factor names)``, checked against the N training images."""
+    if factors is None:
+        return None, ()
+    factors = torch.as_tensor(factors)
+    if factors.dim() != 2 or len(factors) != n_images or factors.is_floating_point():
+        raise ValueError(f"factors must be integer indices (N, K) for the N = {n_images} "
+                         f"training images; got {factors.dtype} {tuple(factors.shape)} — pass "
+                         "data.factors")
+    if factor_names is None:
+        factor_names = getattr(train_data, "names", None) or [
+            f"f{k}" for k in range(factors.shape[1])]
+    factor_names = tuple(str(f) for f in factor_names)
+    if len(factor_names) != factors.shape[1]:
+        raise ValueError(f"factor_names has {len(factor_names)} names for "
+                         f"{factors.shape[1]} factor columns")
+    return factors, factor_names
+
+
+def _images(data, name: str, model) -> torch.Tensor:
+    """The images of ``data`` (a tensor, ``ImageData`` or ``ShapesData``), checked for ``model``."""
+    x = images_of(data) if isinstance(data, tuple) else data
+    return check_images(x, name=name, shape=tuple(model.image_shape))
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\"):
+        raise ValueError(f"name must be a non-empty string without slashes (it starts every "
+                         f"cache file's name); got {name!r}")
+    return name
+
+
+def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int | None = None,
+               images_seen: int | None = None, test_data=None, factors=None,
+               name: str = "sweep", factor_names=None, retrain: bool = False, folder=None,
+               verbose: bool = True, **fit_kwargs) -> SweepResult:
     """Train ``make_model()`` once per (β, seed) with ``vaelab.train_or_load`` and measure it.
 
-    ``train_data``: images ``(N, 1, H, W)`` or an ``ImageData`` / ``ShapesData``. ``factors``:
-    integer factor indices ``(N, K)`` of the training images (``ShapesData.factors``) for MIG;
-    leave it out for data without known factors (MNIST). ``factor_names`` names the K columns
-    (default: ``train_data.names`` if it has them, else ``f0, f1, ...``). ``fit_kwargs`` go to
-    ``fit`` (``batch_size``, ``lr``, ``likelihood``, ...). Models are cached as
-    ``<name>-beta<β>-seed<s>-<hash>.pt``, the table as ``<cache>/sweeps/<name>-<hash>.csv``;
-    ``retrain=True`` trains and measures everything anew. Returns a ``SweepResult``.
+    ``train_data``: images ``(N, 1, H, W)`` float32 in [0, 1] or an ``ImageData`` /
+    ``ShapesData``. The budget is ``epochs`` or ``images_seen`` (exactly one; epochs =
+    ``train.epochs_for(images_seen, N)``). ``factors``: integer factor indices ``(N, K)`` of
+    the training images (``ShapesData.factors``) for MIG; leave it out for data without known
+    factors (MNIST). ``factor_names`` names the K columns (default: ``train_data.names`` if it
+    has them, else ``f0, f1, ...``). ``fit_kwargs`` go to ``fit`` (``batch_size``, ``lr``,
+    ``likelihood``, ...). Models are cached as ``<name>-beta<β>-seed<s>-<key>.pt``, the table
+    as ``<cache>/sweeps/<name>-<key>.csv`` (``cache.cache_key`` over every setting and the
+    data); ``retrain=True`` trains and measures everything anew. Returns a ``SweepResult``.
     """
     betas, seeds = _check_betas_seeds(betas, seeds)
-    x = images_of(train_data)
-    if factors is not None:
-        factors = torch.as_tensor(factors)
-        if factors.dim() != 2 or len(factors) != len(x):
-            raise ValueError(f"factors must be (N, K) for the N = {len(x)} training images; got "
-                             f"{tuple(factors.shape)}")
-        if factor_names is None:
-            factor_names = getattr(train_data, "names", None) or [
-                f"f{k}" for k in range(factors.shape[1])]
-        factor_names = tuple(factor_names)
-        if len(factor_names) != factors.shape[1]:
-            raise ValueError(f"factor_names has {len(factor_names)} names for "
-                             f"{factors.shape[1]} factor columns")
-    else:
-        factor_names = ()
-    likelihood = fit_kwargs.get("likelihood", "bernoulli")
-    x_eval = x if test_data is None else images_of(test_data)
+    if isinstance(make_model, torch.nn.Module) or not callable(make_model):
+        raise TypeError(f"make_model must be a function that builds a fresh model, e.g. "
+                        f"lambda: VAE(latent_dim=10); got {type(make_model).__name__}")
+    name = _check_name(name)
+    clash = sorted(set(fit_kwargs) & {"beta", "seed", "epochs", "retrain", "folder"})
+    if clash:
+        raise TypeError(f"beta_sweep sets {clash} itself (β and seed from betas and seeds); "
+                        "leave them out of the keyword arguments")
+    model = make_model()
+    check_model(model)
+    x = _images(train_data, "train_data", model)
+    x_eval = x if test_data is None else _images(test_data, "test_data", model)
+    epochs = _budget(epochs, images_seen, len(x))
+    factors, factor_names = _check_factors(factors, factor_names, train_data, len(x))
+    check_choice(fit_kwargs.get("likelihood", "bernoulli"), "likelihood", LIKELIHOODS)
+    settings = {"name": name, "betas": betas, "seeds": seeds, "epochs": epochs,
+                "model": type(model).__name__, "config": model.config, "train": x,
+                "eval": x_eval, "factors": factors, "factor_names": factor_names,
+                **{k: v for k, v in fit_kwargs.items() if k not in ("progress", "test_data")}}
+    folder = None if folder is None else Path(folder).expanduser()
+    table_path = (cache_dir() / "sweeps" if folder is None else folder) / (
+        f"{name}-{cache_key(settings)[:12]}.csv")
+    fit_kwargs = {"progress": False, **fit_kwargs, "epochs": epochs, "test_data": test_data}
+    models, histories, trained = _train_all(name, make_model, train_data, betas, seeds,
+                                            retrain, folder, verbose, fit_kwargs)
+    table, loaded = _results_table(table_path, retrain or trained > 0, lambda: [
+        _measure(models[b, s], histories[b, s], x, x_eval, factors, factor_names,
+                 fit_kwargs.get("likelihood", "bernoulli"), b, s) for b in betas for s in seeds])
+    if verbose:
+        budget = "" if images_seen is None else (
+            f" (derived from images_seen={images_seen:,} on {len(x):,} training images)")
+        print(f"{name}: {len(models)} models (β in {betas}, seeds {seeds}), {epochs} epochs each"
+              f"{budget}: {trained} trained, {len(models) - trained} loaded from the cache; "
+              f"results table {'loaded from' if loaded else 'saved to'} {table_path}")
+    return SweepResult(table, models, histories, factor_names, name)
 
-    settings = plain({"name": name, "betas": betas, "seeds": seeds, "epochs": epochs,
-                       "model": make_model().config, "train": fingerprint(x),
-                       "eval": fingerprint(x_eval), "factors": fingerprint(factors),
-                       "factor_names": factor_names,
-                       **{k: v for k, v in fit_kwargs.items() if k != "progress"}})
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    table_path = Path(cache_dir() / "sweeps" if folder is None else folder) / (
-        f"{name}-{key[:10]}.csv")
-    cached = None if retrain or not table_path.exists() else pd.read_csv(table_path)
 
-    fit_kwargs.setdefault("progress", False)
-    models, histories, rows = {}, {}, []
-    trained = 0
+def _train_all(name, make_model, train_data, betas, seeds, retrain, folder, verbose,
+               fit_kwargs) -> tuple[dict, dict, int]:
+    """Every (β, seed) model through ``train_or_load``: ``(models, histories, number trained)``.
+    Uses ``History.loaded`` to tell a cached model from a trained one."""
+    models, histories, trained = {}, {}, 0
     for beta in betas:
         for seed in seeds:
             start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()):  # silence the "Loaded ..." line
                 model, history = train_or_load(
                     f"{name}-beta{beta:g}-seed{seed}", make_model, train_data, retrain=retrain,
-                    folder=folder, epochs=epochs, beta=beta, seed=seed, test_data=test_data,
-                    **fit_kwargs)
+                    folder=folder, beta=beta, seed=seed, **fit_kwargs)
             if not history.loaded:
                 trained += 1
                 if verbose:
-                    print(f"{name}: trained β={beta:g}, seed={seed} ({epochs} epochs) in "
-                          f"{time.perf_counter() - start:.0f} s", flush=True)
+                    print(f"{name}: trained β={beta:g}, seed={seed} ({fit_kwargs['epochs']} "
+                          f"epochs) in {time.perf_counter() - start:.0f} s", flush=True)
             models[beta, seed], histories[beta, seed] = model, history
-            if cached is None:
-                rows.append(_measure(model, history, x, x_eval, factors, factor_names,
-                                     likelihood, beta, seed))
-    table = cached if cached is not None and trained == 0 else None
-    if table is None:
-        if cached is not None:  # some models were retrained: measure them all again
-            rows = [_measure(models[b, s], histories[b, s], x, x_eval, factors, factor_names,
-                             likelihood, b, s) for b in betas for s in seeds]
-        table = pd.DataFrame(rows)
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(table_path, index=False)
-    if verbose:
-        print(f"{name}: {len(models)} models (β in {betas}, seeds {seeds}): {trained} trained, "
-              f"{len(models) - trained} loaded from the cache; results table "
-              f"{'loaded from' if table is cached else 'saved to'} {table_path}")
-    return SweepResult(table, models, histories, factor_names, name)
+    return models, histories, trained
+
+
+def _results_table(path: Path, stale: bool, measure) -> tuple[pd.DataFrame, bool]:
+    """``(table, loaded)``: the cached table at ``path`` unless ``stale`` or unreadable, else
+    ``pd.DataFrame(measure())`` saved there."""
+    if not stale and path.exists():
+        try:
+            return pd.read_csv(path), True
+        except (OSError, ValueError):  # unreadable or empty: measure again
+            pass
+    table = pd.DataFrame(measure())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table, False
 
 
 def _measure(model, history: History, x, x_eval, factors, factor_names, likelihood, beta, seed):
@@ -160,4 +222,3 @@ def _measure(model, history: History, x, x_eval, factors, factor_names, likeliho
                                                            strict=True)})
     row["train_seconds"] = float(sum(history.seconds))
     return row
-
