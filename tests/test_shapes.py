@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.shapes import FACTORS, GRIDS, SHAPES, ShapesData, ShapesGrid, load_shapes
+from vaelab.shapes import FACTORS, GRIDS, SHAPES, ShapesData, ShapesGrid, as_grid, load_shapes
 
 TINY = GRIDS["tiny"]
 
@@ -157,3 +157,24 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="'scale' takes indices 0..1"):
         TINY.render(torch.tensor([[0, 2, 0, 0, 0]]))
 
+    with pytest.raises(TypeError, match="integer indices"):
+        TINY.render(torch.tensor([[0.0, 1.7, 0.0, 0.0, 0.0]]))  # never rounded quietly to 1
+    with pytest.raises(TypeError, match="n must be an integer"):
+        load_shapes("tiny", n=10.5)
+    with pytest.raises(ValueError, match="max_gb must be > 0"):
+        load_shapes("tiny", max_gb=0)
+    with pytest.raises(TypeError, match="size must be an integer"):
+        ShapesGrid(size=True)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_shapes("tiny", dtype=torch.float64)
+
+
+def test_as_grid_names_the_grids():
+    assert as_grid("tiny") is GRIDS["tiny"] and as_grid(TINY) is TINY
+    with pytest.raises(ValueError, match="'dsprites', 'small', 'tiny'|one of"):
+        as_grid(16)
+
+
+def test_check_factors_takes_one_row_or_many():
+    assert TINY.check_factors([2, 1, 4, 2, 2]).tolist() == [[2, 1, 4, 2, 2]]
+    assert TINY.check_factors(np.zeros((3, 5), dtype=np.int32)).dtype == torch.int64
