@@ -46,7 +46,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 START_TIMEOUT_S = 90      # server up, page loaded, kernel idle: generous for a busy 2-core CI box
 RENDER_TIMEOUT_S = 120    # all cells run and the widget drawn
 UPDATE_TIMEOUT_S = 30     # the kernel's answer to a slider move
-PRESSES = 10              # ArrowRight presses: z₁ moves by 10 slider steps (0.1)
+PRESSES = 10              # ArrowRight presses: z₁ moves by 10 slider steps (0.5)
 
 
 def _skip_reason() -> str | None:

@@ -44,8 +44,11 @@ STATIC_NOTE = "Static picture: run this cell to make the explorer live."
 LIVE_NOTE = "Not connected to Python: run this cell to make the explorer live again."
 # ipywidgets marks a view whose model has no kernel behind it (drawn from saved widget state,
 # or after the kernel stopped) "jupyter-widgets-disconnected"; only then is the note shown.
+# In an explorer the note replaces ipywidgets' broken-link icon on every part.
 NOTE_CSS = ("<style>.vaelab-live-note{display:none}"
-            ".jupyter-widgets-disconnected .vaelab-live-note{display:block}</style>")
+            ".jupyter-widgets-disconnected .vaelab-live-note{display:block}"
+            ".vaelab-explorer.jupyter-widgets-disconnected::before,"
+            ".vaelab-explorer .jupyter-widgets-disconnected::before{display:none}</style>")
 
 
 # ---------------------------------------------------------------------------------------------
