@@ -1,5 +1,6 @@
 """The CI workflow for forks (.github/workflows/test.yml): actionlint finds nothing in it, and
-it runs the README's test command the way the README describes."""
+it runs the README's test command the way the README describes. Also the files a fork reuses
+the project by: LICENSE and CITATION.cff."""
 
 import importlib.util
 import os
@@ -7,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -78,11 +80,15 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert 'property "evnt" is not defined' in done.stdout
 
 
-def test_workflow_matches_githubs_schema():
+def check_jsonschema(schema: str) -> list[str]:
     if importlib.util.find_spec("check_jsonschema") is None:
         pytest.skip("check-jsonschema is not installed (pip install check-jsonschema)")
-    done = run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
-                "vendor.github-workflows"], WORKFLOW)
+    return [sys.executable, "-m", "check_jsonschema", "--builtin-schema", f"vendor.{schema}"]
+
+
+@pytest.mark.slow  # about 2 s: check-jsonschema's start-up
+def test_workflow_matches_githubs_schema():
+    done = run(check_jsonschema("github-workflows"), WORKFLOW)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -114,3 +120,42 @@ def test_workflow_provides_chromium_where_the_browser_test_looks():
     chromium = next(s["run"] for s in steps() if "chromium" in s.get("name", "").lower())
     assert f"[ ! -x {wanted} ]" in chromium and "apt-get install -y -q chromium" in chromium
     assert chromium.rstrip().endswith(f"{wanted} --version")
+
+
+# --- LICENSE and CITATION.cff ----------------------------------------------------------------
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+CITATION = REPO / "CITATION.cff"
+PAPERS = ["Auto-Encoding Variational Bayes",
+          "beta-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework",
+          "Importance Weighted Autoencoders",
+          "Isolating Sources of Disentanglement in Variational Autoencoders",
+          "Fixing a Broken ELBO"]
+
+
+def test_license_file_is_the_mit_license_that_pyproject_names():
+    assert PYPROJECT["license"] == {"text": "MIT"}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the vaelab authors\n")
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_citation_names_this_release_and_the_papers_it_builds_on():
+    cff = yaml.safe_load(CITATION.read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["message"] and cff["title"]
+    assert str(cff["version"]) == PYPROJECT["version"]
+    assert cff["license"] == "MIT" and str(cff["date-released"]) == "2026-11-29"
+    assert cff["authors"] == [{"name": "the vaelab authors"}]
+    assert [r["title"] for r in cff["references"]] == PAPERS
+    assert [(r["authors"][0]["family-names"], r["year"]) for r in cff["references"]] == [
+        ("Kingma", 2013), ("Higgins", 2017), ("Burda", 2015), ("Chen", 2018), ("Alemi", 2018)]
+
+
+@pytest.mark.slow  # about 2 s per check-jsonschema run
+def test_citation_matches_the_citation_file_format_schema(tmp_path):
+    command = check_jsonschema("citation-file-format")
+    done = run(command, CITATION)
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = tmp_path / "CITATION.cff"  # no message, an author with no name
+    broken.write_text("cff-version: 1.2.0\ntitle: x\nauthors:\n  - email: a@b.c\n")
+    assert run(command, broken).returncode != 0
