@@ -74,14 +74,15 @@ def _shape(a, name: str) -> tuple[int, ...]:
                          "in length") from err
 
 
-def _codes(codes, name: str = "codes", min_rows: int = 1) -> np.ndarray:
+def _codes(codes, name: str = "codes", min_rows: int = 1, min_cols: int = 0) -> np.ndarray:
     """``codes`` ``(N, L)`` as a float64 numpy array, checked by ``checks.check_codes``
-    (finite real numbers) and for at least ``min_rows`` rows."""
+    (finite real numbers) and for at least ``min_rows`` rows and ``min_cols`` columns."""
     shape = _shape(codes, name)
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D array (N, columns); got shape {shape}")
-    if shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} row(s); got shape {shape}")
+    if shape[0] < min_rows or shape[1] < min_cols:
+        raise ValueError(f"{name} must have at least {min_rows} row(s) and {min_cols} "
+                         f"column(s); got shape {shape}")
     return check_codes(codes, shape[1], name=name).double().numpy()
 
 
@@ -134,9 +135,10 @@ def discretize(codes, n_bins: int = 20) -> np.ndarray:
     codes = _codes(codes)
     n_bins = check_int(n_bins, "n_bins")
     out = np.zeros(codes.shape, dtype=np.int64)
-    for j in range(codes.shape[1]):
-        edges = np.histogram_bin_edges(codes[:, j], bins=n_bins)
-        out[:, j] = np.digitize(codes[:, j], edges[1:-1])
+    for j, column in enumerate(codes.T):
+        lo, hi = column.min(), column.max()
+        if lo < hi:  # the edges of np.histogram_bin_edges, without its error for tiny ranges
+            out[:, j] = np.digitize(column, np.linspace(lo, hi, n_bins + 1)[1:-1])
     return out
 
 
@@ -200,7 +202,7 @@ def active_units(model_or_means, images: torch.Tensor | None = None, *,
         if len(means) < 2:
             raise ValueError(f"the variance over the data needs at least 2 images; got {len(x)}")
     else:
-        means = torch.from_numpy(_codes(model_or_means, "posterior means", min_rows=2))
+        means = torch.from_numpy(_codes(model_or_means, "posterior means", min_rows=2, min_cols=1))
     variance = means.var(dim=0).float()
     mask = variance > threshold
     return ActiveUnits(int(mask.sum()), mask, variance)
