@@ -45,7 +45,9 @@ notebooks: $(STAMP)
 	$(BIN)/python -m vaelab student-notebooks
 
 ## Write notebooks/student/: the notebooks with exercise solutions replaced by stubs.
+## New exercise cells tagged `solution` are first put in nbgrader's format (in place).
 student-notebooks: $(STAMP)
+	$(BIN)/python tools/nbgrader_cells.py notebooks/[0-9]*.ipynb
 	$(BIN)/python -m vaelab student-notebooks
 
 bench: $(STAMP)

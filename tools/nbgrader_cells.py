@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.notebooks:
             n = convert(path, args.points)
-            print(f"{path}: {n} exercise cell{'s' * (n != 1)} converted")
+            if n:  # a second run prints nothing: nothing is left to convert
+                print(f"{path}: {n} exercise cell{'s' * (n != 1)} converted")
     except (OSError, student.SolutionCellError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
