@@ -449,3 +449,17 @@ def test_plot_factors_shows_each_factor_in_a_row():
         viz.plot_factors("tiny", base=torch.zeros(2, 5, dtype=torch.int64))
     with pytest.raises(ValueError, match="one of"):
         viz.plot_factors("huge")
+
+
+def test_inputs_that_are_not_images_or_numbers_are_named():
+    model = tiny(2)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor; got 'digits'"):
+        viz.show_images("digits")
+    with pytest.raises(TypeError, match="images must be numbers"):
+        viz.latent_scatter(model, [["a", "b"]])
+    with pytest.raises(TypeError, match="vaelab model"):
+        viz.prior_samples(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="width must be > 0"):
+        viz.new_figure(0, 3)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        viz.prior_samples(model, n=4.5)

@@ -63,6 +63,8 @@ def fmt_value(v: float) -> str:
 
 def new_figure(width: float, height: float) -> Figure:
     """A ``Figure`` with the house DPI and constrained layout (width, height in inches)."""
+    width = check_number(width, "width", above=0.0)
+    height = check_number(height, "height", above=0.0)
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -102,11 +104,6 @@ def _every(n: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Codes and decoding.
-
-
-def _check_model(model) -> None:
-    """Kept only until vaelab.widgets calls ``checks.check_model`` itself; then removed."""
-    check_model(model)
 
 
 @torch.no_grad()
@@ -160,9 +157,21 @@ def interpolation_path(codes: torch.Tensor, steps: int) -> tuple[torch.Tensor, l
     return torch.cat(parts), [k * (steps - 1) for k in range(len(codes))]
 
 
+def _tensor_of(value, name: str) -> torch.Tensor:
+    """``value`` as a tensor (a tensor, numpy array or nested list of numbers), else a TypeError."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, str) or not (isinstance(value, list | tuple)
+                                      or hasattr(value, "__array__")):
+        raise TypeError(f"{name} must be a torch.Tensor; got {describe(value)}")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be numbers (a tensor); got {describe(value)}") from err
+
+
 def _as_images(images, name: str = "images") -> torch.Tensor:
-    x = torch.as_tensor(images, dtype=torch.float32) if not isinstance(images, torch.Tensor) \
-        else images.detach().float().cpu()
+    x = _tensor_of(images, name).detach().float().cpu()
     if x.dim() == 2:
         x = x[None, None]
     elif x.dim() == 3:
@@ -494,7 +503,7 @@ def codes_and_labels(model, images, labels=None, max_points: int | None = 5000, 
     """Encoded means ``(M, L)`` and labels ``(M,)`` (or None) of at most ``max_points`` images,
     a seeded subsample. ``images`` may also be codes ``(N, L)`` already."""
     check_model(model)
-    x = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
+    x = _tensor_of(images, "images")
     if labels is not None:
         labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
         if len(labels) != len(x):
