@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from vaelab import metrics, viz
+from vaelab import metrics, train_or_load, viz
 from vaelab.models import VAE
 from vaelab.shapes import load_shapes
 from vaelab.sweep import SweepResult, beta_sweep
@@ -118,6 +118,16 @@ def test_two_swapped_training_images_are_other_data(shapes, tmp_path):
     second = beta_sweep(swapped, [1], [0], make, epochs=1, folder=tmp_path, verbose=False)
     assert not first.histories[1.0, 0].loaded and not second.histories[1.0, 0].loaded
     assert len(list(tmp_path.glob("sweep-*.csv"))) == 2
+
+
+def test_a_model_from_train_or_load_with_the_same_settings_is_reused(shapes, tmp_path):
+    # notebook 04 trains "vae-L10-beta1-seed0" itself and lets the sweep pick it up
+    test = shapes.images[:50]
+    _, first = train_or_load("t-beta2-seed0", make, shapes, folder=tmp_path, epochs=1, beta=2.0,
+                             seed=0, test_data=test, progress=False)
+    r = beta_sweep(shapes, [2], [0], make, epochs=1, test_data=test, name="t", folder=tmp_path,
+                   verbose=False)
+    assert not first.loaded and r.histories[2.0, 0].loaded
 
 
 def test_budget_is_exactly_one_of_epochs_and_images_seen(shapes, tmp_path):

@@ -32,7 +32,7 @@ import torch
 from . import metrics
 from .cache import cache_key, train_or_load
 from .checks import check_choice, check_images, check_int, check_model, check_number, images_of
-from .data import cache_dir
+from .data import cache_dir, shown_path
 from .losses import LIKELIHOODS
 from .train import History, epochs_for
 
@@ -160,7 +160,9 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int | None = Non
     folder = None if folder is None else Path(folder).expanduser()
     table_path = (cache_dir() / "sweeps" if folder is None else folder) / (
         f"{name}-{cache_key(settings)[:12]}.csv")
-    fit_kwargs = {"progress": False, **fit_kwargs, "epochs": epochs, "test_data": test_data}
+    fit_kwargs = {"progress": False, **fit_kwargs, "epochs": epochs}
+    if test_data is not None:  # as a direct train_or_load call passes it, so models are shared
+        fit_kwargs["test_data"] = test_data
     models, histories, trained = _train_all(name, make_model, train_data, betas, seeds,
                                             retrain, folder, verbose, fit_kwargs)
     table, loaded = _results_table(table_path, retrain or trained > 0, lambda: [
@@ -171,7 +173,7 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int | None = Non
             f" (derived from images_seen={images_seen:,} on {len(x):,} training images)")
         print(f"{name}: {len(models)} models (β in {betas}, seeds {seeds}), {epochs} epochs each"
               f"{budget}: {trained} trained, {len(models) - trained} loaded from the cache; "
-              f"results table {'loaded from' if loaded else 'saved to'} {table_path}")
+              f"results table {'loaded from' if loaded else 'saved to'} {shown_path(table_path)}")
     return SweepResult(table, models, histories, factor_names, name)
 
 
