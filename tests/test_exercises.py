@@ -432,3 +432,12 @@ def test_conv_decoder_shapes_names_the_mistake(capsys):
           "out = (in − 1) · stride + kernel", capsys)
     fails(check.conv_decoder_shapes, lambda: [(1, 1024, 1, 1), *DECODER],
           "leave out the input shape (1, 1024, 1, 1)", capsys)
+
+
+def test_assert_on_a_checker_fails_on_a_wrong_answer_after_printing_the_hint(capsys):
+    assert check.gaussian_kl(lambda mu, lv: _kl(mu, lv))
+    with pytest.raises(AssertionError):
+        assert check.gaussian_kl(lambda mu, lv: -_kl(mu, lv))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{PASSED} gaussian_kl: passed")
+    assert lines[1].startswith(f"{FAILED} gaussian_kl: KL has the wrong sign")

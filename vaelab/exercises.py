@@ -14,6 +14,8 @@ give, compares with the answer and with known wrong variants (KL with the wrong 
 for log σ², a sigmoid too many, a mean where a sum belongs, ...), and names the mistake with a
 hint, never the solution. A checker never raises: a stub that still says
 ``raise NotImplementedError`` gets "not written yet", any other error one line naming it.
+Its result is true only when the function passed, so an nbgrader test cell
+``assert check.gaussian_kl(gaussian_kl)`` prints the line and fails on a wrong answer.
 """
 
 from __future__ import annotations
