@@ -297,6 +297,22 @@ def _donut_variants(x, ref):
     ]
 
 
+def _check_spread(std: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) -> None:
+    """Name the mistake if the sample's ``std`` per dimension is not ``sigma``."""
+    if ((std / sigma.double() - 1).abs() <= 0.05).all():
+        return
+    wrong = [(sigma.square(), "σ = exp(logvar) is the variance σ²; the standard deviation is "
+              "exp(½·logvar)"),
+             (logvar.abs(), "logvar was used as σ itself; σ = exp(½·logvar)"),
+             (1 / sigma, "exp(−½·logvar) is 1/σ — drop the minus sign"),
+             (sigma.sqrt(), "exp(¼·logvar) is √σ; σ = exp(½·logvar)")]
+    for spread, message in wrong:
+        if ((std / spread.double() - 1).abs() < 0.05).all():
+            raise _Problem(message)
+    raise _Problem("z has the wrong spread — its standard deviation per dimension must be "
+                   "σ = exp(½·logvar)")
+
+
 # --------------------------------------------------------------------------------------------
 # The checkers
 
@@ -339,18 +355,7 @@ class Checks:
                            "normal: torch.randn_like")
         if (shift.abs() > 0.05).any():
             raise _Problem("z is not centred on μ — ε must have mean 0 (a standard normal)")
-        ratio = std / sigma.double()
-        if ((ratio - 1).abs() > 0.05).any():
-            wrong = [(sigma.square(), "σ = exp(logvar) is the variance σ²; the standard "
-                      "deviation is exp(½·logvar)"),
-                     (logvar0.abs(), "logvar was used as σ itself; σ = exp(½·logvar)"),
-                     (1 / sigma, "exp(−½·logvar) is 1/σ — drop the minus sign"),
-                     (sigma.sqrt(), "exp(¼·logvar) is √σ; σ = exp(½·logvar)")]
-            for spread, message in wrong:
-                if ((std / spread.double() - 1).abs() < 0.05).all():
-                    raise _Problem(message)
-            raise _Problem("z has the wrong spread — its standard deviation per dimension must "
-                           "be σ = exp(½·logvar)")
+        _check_spread(std, sigma, logvar0)
         e = (zd - mu0) / sigma
         tails = (e.abs() > 2).double().mean().item()  # 4.55 % for a standard normal
         if abs(tails - 0.0455) > 0.008:
