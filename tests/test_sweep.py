@@ -158,3 +158,5 @@ def test_clear_errors(shapes, tmp_path):
         beta_sweep(shapes, [1], [0], make(), epochs=1, folder=tmp_path)
     with pytest.raises(ValueError, match="integer indices"):
         beta_sweep(shapes, [1], [0], make, epochs=1, factors=shapes.values, folder=tmp_path)
+    with pytest.raises(TypeError, match="integer indices"):
+        beta_sweep(shapes, [1], [0], make, epochs=1, factors=[["a"]], folder=tmp_path)

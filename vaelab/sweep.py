@@ -31,7 +31,15 @@ import torch
 
 from . import metrics
 from .cache import cache_key, train_or_load
-from .checks import check_choice, check_images, check_int, check_model, check_number, images_of
+from .checks import (
+    check_choice,
+    check_images,
+    check_int,
+    check_model,
+    check_number,
+    describe,
+    images_of,
+)
 from .data import cache_dir, shown_path
 from .losses import LIKELIHOODS
 from .train import History, epochs_for
@@ -93,7 +101,10 @@ def _check_factors(factors, factor_names, train_data, n_images: int):
     """``(factors (N, K) int64 or None, factor names)``, checked against the N training images."""
     if factors is None:
         return None, ()
-    factors = torch.as_tensor(factors)
+    try:
+        factors = torch.as_tensor(factors)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"factors must be integer indices (N, K); got {describe(factors)}") from err
     if factors.dim() != 2 or len(factors) != n_images or factors.is_floating_point():
         raise ValueError(f"factors must be integer indices (N, K) for the N = {n_images} "
                          f"training images; got {factors.dtype} {tuple(factors.shape)} — pass "
