@@ -1,6 +1,7 @@
 import errno
 import os
 import stat
+import zipfile
 
 import numpy as np
 import pytest
@@ -217,3 +218,15 @@ def test_check_writable_refuses_a_folder_that_takes_no_files(tmp_path):
         pytest.skip("needs Linux's /proc, where no file can be created even as root")
     with pytest.raises(ValueError, match="/proc is not writable"):
         checkpoints.check_writable("/proc/vaelab-test/x.pt")
+
+
+def test_a_zip_whose_pickle_is_cut_short_is_a_checkpoint_error(tmp_path):
+    """torch raises a bare EOFError (no message) for this one; it once gave an IndexError."""
+    path = save(VAE(2), tmp_path / "m.pt")
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob[:-30] if name.endswith("data.pkl") else blob)
+    with pytest.raises(CheckpointError, match="m.pt could not be read as a checkpoint"):
+        load(path)

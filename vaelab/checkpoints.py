@@ -164,7 +164,7 @@ def _write_atomically(payload: dict, path: Path) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
-            raise OSError(f"disk full or not writable: {path} ({str(err).splitlines()[0]}); "
+            raise OSError(f"disk full or not writable: {path} ({_first_line(err)}); "
                           "any previous file there is unchanged") from err
         try:
             torch.load(tmp, map_location="cpu", weights_only=True)
@@ -201,9 +201,15 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> L
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: the weights do not match {kind}({config}): "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{_first_line(err)}") from None
     model.metadata = payload["metadata"]
     return model.to(map_location).eval()
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 150 characters), or its type's name."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:150] if lines else type(err).__name__
 
 
 def _read(path: Path):
@@ -225,7 +231,7 @@ def _read(path: Path):
                 f"{path} holds Python objects{what} besides plain data and tensors. vaelab "
                 "loads checkpoints with weights_only=True so that a file never runs code, and "
                 "refuses this one; vaelab.save never writes such objects.") from None
-        detail = "" if "weights_only" in text else f": {text.splitlines()[0][:150]}"
+        detail = "" if "weights_only" in text or not text.strip() else f": {_first_line(err)}"
         raise CheckpointError(f"{path} could not be read as a checkpoint (truncated, corrupt, "
                               f"or not written by vaelab.save; {type(err).__name__}{detail})"
                               ) from None
