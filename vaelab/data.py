@@ -198,7 +198,8 @@ def _try_download(cls, raw: Path, timeout: float) -> str:
     if os.environ.get("VAELAB_OFFLINE", "") not in ("", "0"):
         return "offline (VAELAB_OFFLINE is set)"
     deadline = time.monotonic() + timeout
-    mirrors = [m for m in cls.mirrors if _host_reachable(m, timeout=min(timeout, 3.0))]
+    mirrors = [m for m in cls.mirrors  # each check waits at most 3 s, all within the deadline
+               if _host_reachable(m, timeout=max(0.05, min(3.0, deadline - time.monotonic())))]
     if not mirrors:
         return "offline"
     reason = ""
