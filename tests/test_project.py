@@ -23,10 +23,10 @@ def test_environment_yml_matches_pyproject():
     conda = {}
     text = (ROOT / "environment.yml").read_text()
     for line in text.split("\ndependencies:\n", 1)[1].splitlines():
-        m = re.fullmatch(r"  - ([A-Za-z][\w.\-]*)\s*(.*)", line)
+        m = re.fullmatch(r"  (?:    )?- ([A-Za-z][\w.\-]*)\s*(.*)", line)  # conda or its pip:
         if m and m.group(1) not in ("python", "pip"):
             conda[m.group(1).lower()] = m.group(2).replace(" ", "")
-    expected = {CONDA_NAMES.get(name, name): spec for name, spec in pip.items()}
+    expected = {CONDA_NAMES.get(name, name): spec.split(";")[0] for name, spec in pip.items()}
     assert conda == expected, "environment.yml and pyproject.toml list different packages"
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
 

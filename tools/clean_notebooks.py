@@ -52,7 +52,7 @@ def clean(nb: dict) -> dict:
     if "vaelab" in meta:
         nb["metadata"]["vaelab"] = meta["vaelab"]
     for cell in nb["cells"]:
-        keep = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
+        keep = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags", "nbgrader")}
         cell["metadata"] = keep
         if cell["cell_type"] == "code":
             outputs = (clean_output(o) for o in cell.get("outputs", []))
