@@ -168,8 +168,9 @@ def train_epoch(model: LatentModel, x: torch.Tensor, optimizer, loss_fn, batch_s
     """One pass over the images ``x`` in shuffled batches: forward, loss, backward, step.
 
     Returns the epoch's mean loss terms ``{"total", "reconstruction", "kl"}`` (nats per image).
-    ``generator`` orders the batches; ``on_batch(batch, n_images, loss)`` is called after each
-    step. A nan/inf loss raises ``NonFiniteBatch`` before it can reach the weights.
+    ``generator`` orders the batches; ``on_batch(batch, n_images, terms)`` is called after each
+    step with the batch's loss terms (a CPU tensor). A nan/inf loss raises ``NonFiniteBatch``
+    before it can reach the weights.
     """
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -185,7 +186,7 @@ def train_epoch(model: LatentModel, x: torch.Tensor, optimizer, loss_fn, batch_s
         optimizer.step()
         sums += values.double() * len(idx)
         if on_batch is not None:
-            on_batch(batch, len(idx), float(values[0]))
+            on_batch(batch, len(idx), values)
     return dict(zip(TERMS, (sums / len(x)).tolist(), strict=True))
 
 
@@ -269,11 +270,11 @@ class Progress:
         self.epoch, self.batch = epoch, 0
         self.bar.set_description(f"epoch {epoch}/{self.epochs}")
 
-    def on_batch(self, batch: int, n_images: int, loss: float) -> None:
+    def on_batch(self, batch: int, n_images: int, terms: torch.Tensor) -> None:
         self.batch = batch
         self.bar.update(n_images)
-        if batch % 10 == 0:
-            self.bar.set_postfix(loss=f"{loss:.1f}", refresh=False)
+        if batch % 10 == 0 and not self.bar.disable:
+            self.bar.set_postfix(loss=f"{float(terms[0]):.1f}", refresh=False)
 
     def end_epoch(self, train: dict, test: dict | None) -> None:
         shown = {"loss": f"{train['total']:.1f}"}
