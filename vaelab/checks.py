@@ -93,15 +93,17 @@ def check_images(x, *, channels: int = 1, name: str = "images",
                          f"got {tuple(x.shape)}{hint}")
     if len(x) == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one image")
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must be float32 grey levels in [0, 1]; got {x.dtype}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be float32 in [0, 1]; got {x.dtype} — for 0–255 "
                          "pixels use x.float() / 255")
     if x.dtype != torch.float32:
         raise ValueError(f"{name} must be float32, as the model's weights are; got {x.dtype} "
                          "— use x.float()")
-    if not torch.isfinite(x).all():
+    lo, hi = float(x.min()), float(x.max())  # NaN anywhere makes min or max NaN
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contain NaN or infinite values; clean or drop those images")
-    lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         hint = " — divide by 255" if 1.0 < hi <= 255.0 and lo >= 0.0 else ""
         raise ValueError(f"{name} must be in [0, 1]; got min {lo:g}, max {hi:g}{hint}")
