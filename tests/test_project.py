@@ -1,5 +1,6 @@
 """The set-up a new user meets: README commands, CI script, pip and conda lists in step."""
 
+import ast
 import json
 import re
 import tomllib
@@ -57,3 +58,35 @@ def test_notebooks_are_scrubbed(path):
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", f"stored error in {path.name}"
             assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
+
+
+def _functions(tree):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+def test_every_function_in_the_package_fits_on_one_screen():
+    long = []
+    for path in sorted((ROOT / "vaelab").glob("*.py")):
+        for fn in _functions(ast.parse(path.read_text())):
+            lines = fn.end_lineno - fn.lineno + 1
+            if lines > 60:
+                long.append(f"{path.name}:{fn.lineno} {fn.name} ({lines} lines)")
+    assert not long, "functions longer than 60 lines (split where the idea splits): " + ", ".join(
+        long)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = []
+    for path in sorted((ROOT / "vaelab").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and n.level == 1 and not n.module for a in n.names}  # from . import viz
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                private += [f"{path.name}: from {node.module} import {a.name}"
+                            for a in node.names if a.name.startswith("_")]
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                  and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                  and node.value.id in modules):
+                private.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert not private, "private names used across modules: " + ", ".join(private)
