@@ -93,3 +93,25 @@ def test_inputs_of_the_wrong_kind_or_shape_are_named():
         losses.vae_loss(x, x, torch.zeros(2, 3), torch.zeros(2, 3), beta=-1.0)
     with pytest.raises(ValueError, match="prior_mean must be"):
         losses.vae_loss(x, x, torch.zeros(2, 3), torch.zeros(2, 3), prior_mean=torch.zeros(5, 3))
+
+
+def test_free_bits_charge_each_unit_at_least_lambda_and_leave_the_kl_true(seeded):
+    logits, x = torch.randn(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    mu = torch.zeros(3, 4, requires_grad=True)   # at the prior: KL 0 in each of 4 units
+    logvar = torch.zeros(3, 4)
+    plain = losses.vae_loss(logits, x, mu, logvar)
+    floored = losses.vae_loss(logits, x, mu, logvar, beta=2.0, free_bits=0.5)
+    assert float(floored.kl.detach()) == 0.0                          # the true KL
+    torch.testing.assert_close(floored.total, plain.reconstruction + 2.0 * 4 * 0.5)
+    floored.total.backward()
+    assert float(mu.grad.abs().max()) == 0.0   # below the floor: no pull towards the prior
+
+
+def test_free_bits_change_nothing_for_units_above_the_floor(seeded):
+    logits, x = torch.randn(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    mu, logvar = torch.full((3, 2), 2.0), torch.zeros(3, 2)           # KL 2 nats per unit
+    plain = losses.vae_loss(logits, x, mu, logvar, beta=1.5)
+    floored = losses.vae_loss(logits, x, mu, logvar, beta=1.5, free_bits=1.0)
+    torch.testing.assert_close(floored.total, plain.total)
+    with pytest.raises(ValueError, match="free_bits"):
+        losses.vae_loss(logits, x, mu, logvar, free_bits=-1.0)

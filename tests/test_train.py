@@ -276,3 +276,22 @@ def test_quick_mode(monkeypatch):
     assert train.quick_mode()
     monkeypatch.setenv("VAELAB_QUICK", "0")
     assert not train.quick_mode()
+
+
+def test_kl_warmup_ramps_beta_from_zero_over_the_first_epochs(small):
+    x, _ = small
+    torch.manual_seed(0)
+    history = fit(VAE(2), x, epochs=3, kl_warmup_epochs=2, progress=False, device="cpu")
+    for row, weight in zip(history.train, (0.0, 0.5, 1.0), strict=True):  # β·min(1, (e-1)/2)
+        assert row["total"] == pytest.approx(row["reconstruction"] + weight * row["kl"], rel=1e-5)
+    with pytest.raises(ValueError, match="kl_warmup_epochs"):
+        fit(VAE(2), x, epochs=1, kl_warmup_epochs=-1, progress=False, device="cpu")
+
+
+def test_free_bits_reach_fit_and_keep_the_reported_kl_true(small):
+    x, _ = small
+    torch.manual_seed(0)
+    history = fit(VAE(2), x, epochs=1, free_bits=50.0, progress=False, device="cpu")
+    row = history.train[0]   # every unit below 50 nats: each is charged exactly 50
+    assert row["total"] == pytest.approx(row["reconstruction"] + 2 * 50.0, rel=1e-5)
+    assert 0 < row["kl"] < 100

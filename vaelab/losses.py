@@ -83,15 +83,20 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, per_dim: bool = False)
 
 
 def vae_loss(logits, x, mu, logvar, beta: float = 1.0, likelihood: str = "bernoulli",
-             prior_mean: torch.Tensor | None = None) -> LossTerms:
+             prior_mean: torch.Tensor | None = None, free_bits: float = 0.0) -> LossTerms:
     """Negative (β-weighted) ELBO and its terms, in nats per image (batch means).
 
     ``logvar=None`` (a plain autoencoder) gives KL = 0. ``prior_mean`` (``(N, L)`` or
     broadcastable) moves each image's prior to N(prior_mean, I): KL(N(μ,σ²) || N(m, I)) is the
     standard KL evaluated at μ − m (``vaelab.anchor.anchor_prior_mean`` gives the anchor loss's
     m). β = 0 trains a plain autoencoder through the same code.
+
+    ``free_bits`` λ > 0 (Kingma et al. 2016) charges each latent j at least λ nats: ``total``
+    uses Σ_j max(λ, batch mean of KL_j), so a unit below λ feels no pull towards the prior;
+    ``kl`` stays the true KL.
     """
     beta = check_number(beta, "beta", minimum=0.0)
+    free_bits = check_number(free_bits, "free_bits", minimum=0.0)
     rec = reconstruction_per_image(logits, x, likelihood).mean()
     if logvar is None:
         kl = rec.new_zeros(())
@@ -105,6 +110,10 @@ def vae_loss(logits, x, mu, logvar, beta: float = 1.0, likelihood: str = "bernou
             if not fits:
                 raise ValueError(f"prior_mean must be (N, L) like mu {tuple(mu.shape)}, or "
                                  f"broadcast to it; got {tuple(prior_mean.shape)}")
-        kl = kl_divergence(mu if prior_mean is None else mu - prior_mean, logvar).mean()
+        kl_per_unit = kl_divergence(mu if prior_mean is None else mu - prior_mean, logvar,
+                                    per_dim=True).mean(0)                      # (L,)
+        kl = kl_per_unit.sum()
+        if free_bits:
+            return LossTerms(rec + beta * kl_per_unit.clamp(min=free_bits).sum(), rec, kl)
     return LossTerms(rec + beta * kl, rec, kl)
 

@@ -113,16 +113,18 @@ def images_in(data, name: str) -> torch.Tensor:
                         f"labels) pair; got {type(data).__name__}") from err
 
 
-def loss_function(beta: float = 1.0, likelihood: str = "bernoulli", anchor_rate: float = 0.0):
+def loss_function(beta: float = 1.0, likelihood: str = "bernoulli", anchor_rate: float = 0.0,
+                  free_bits: float = 0.0):
     """``loss_fn(logits, x, mu, logvar) -> LossTerms``: ``vae_loss`` with these settings; with
     ``anchor_rate`` > 0 each image's prior mean is ``anchor_prior_mean`` (``vaelab.anchor``)."""
     beta = check_number(beta, "beta", minimum=0.0)
     likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
     anchor_rate = check_number(anchor_rate, "anchor_rate", minimum=0.0)
+    free_bits = check_number(free_bits, "free_bits", minimum=0.0)
 
     def loss_fn(logits, x, mu, logvar):
         prior = anchor_prior_mean(x, anchor_rate, mu.shape[1]) if anchor_rate else None
-        return vae_loss(logits, x, mu, logvar, beta, likelihood, prior)
+        return vae_loss(logits, x, mu, logvar, beta, likelihood, prior, free_bits)
 
     return loss_fn
 
@@ -193,8 +195,8 @@ def train_epoch(model: LatentModel, x: torch.Tensor, optimizer, loss_fn, batch_s
 def fit(model: LatentModel, train_data, *, epochs: int | None = None,
         images_seen: int | None = None, batch_size: int = 128, lr: float = 1e-3,
         beta: float = 1.0, seed: int = 0, test_data=None, likelihood: str = "bernoulli",
-        anchor_rate: float = 0.0, device: torch.device | str | None = None,
-        progress: bool = True) -> History:
+        anchor_rate: float = 0.0, kl_warmup_epochs: int = 0, free_bits: float = 0.0,
+        device: torch.device | str | None = None, progress: bool = True) -> History:
     """Train ``model`` with Adam; return a ``History`` of per-epoch loss terms (nats per image).
 
     ``train_data``/``test_data``: images ``(N, 1, 28, 28) float32 in [0, 1]``, or an
@@ -203,6 +205,9 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
     is checked before the first step. The images move to ``device`` (default: the best
     available) once; batches are slices of a seeded permutation. ``beta`` weights the KL term
     (0 gives an autoencoder); ``anchor_rate`` > 0 adds the anchor loss (``vaelab.anchor``).
+    Against posterior collapse: ``kl_warmup_epochs`` W > 0 trains epoch e with
+    β·min(1, (e − 1)/W) (KL warm-up: 0 in the first epoch, β from epoch W + 1 on);
+    ``free_bits`` λ > 0 charges each latent at least λ nats (``losses.vae_loss``).
     Same seed and data give identical weights on the CPU.
 
     Ctrl-C stops early and keeps the model and the epochs finished so far (an epoch
@@ -212,7 +217,8 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
     """
     epochs = check_fit(model, train_data, test_data, epochs=epochs, images_seen=images_seen,
                        batch_size=batch_size, lr=lr, seed=seed)
-    loss_fn = loss_function(beta, likelihood, anchor_rate)
+    warmup = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
+    loss_function(beta, likelihood, anchor_rate, free_bits)  # checks the loss settings
     device = default_device() if device is None else check_device(device)
     fast.prepare(device)  # speed settings for this device
     model.to(device)
@@ -226,6 +232,8 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
         for epoch in range(1, epochs + 1):
             bar.start_epoch(epoch)
             good.start_epoch(epoch)
+            epoch_beta = beta * min(1.0, (epoch - 1) / warmup) if warmup else beta
+            loss_fn = loss_function(epoch_beta, likelihood, anchor_rate, free_bits)
             start = time.perf_counter()
             train = train_epoch(model, x, optimizer, loss_fn, batch_size, order, bar.on_batch)
             seconds = time.perf_counter() - start
