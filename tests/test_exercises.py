@@ -38,7 +38,7 @@ def stub(*args):
 
 
 ALL = [check.reparameterize, check.gaussian_kl, check.bernoulli_reconstruction, check.vae_loss,
-       check.donutness, check.conv_encoder_shapes, check.conv_decoder_shapes]
+       check.donutness, check.conv_encoder_shapes, check.conv_decoder_shapes, check.mig_from_mi]
 
 
 @pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
@@ -441,3 +441,68 @@ def test_assert_on_a_checker_fails_on_a_wrong_answer_after_printing_the_hint(cap
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{PASSED} gaussian_kl: passed")
     assert lines[1].startswith(f"{FAILED} gaussian_kl: KL has the wrong sign")
+
+
+# --- mig_from_mi ------------------------------------------------------------------------------
+
+
+def mig_sorted(mi, entropy):
+    ranked = np.sort(mi, axis=0)[::-1]
+    return float(((ranked[0] - ranked[1]) / entropy).mean())
+
+
+def mig_torch(mi, entropy):  # torch, returning a 0-d tensor
+    top2 = torch.as_tensor(mi).topk(2, dim=0).values
+    return ((top2[0] - top2[1]) / torch.as_tensor(entropy)).mean()
+
+
+def mig_in_place(mi, entropy):  # sorts its argument in place; the checker passes copies
+    mi.sort(axis=0)
+    return np.mean((mi[-1] - mi[-2]) / entropy)
+
+
+@pytest.mark.parametrize("fn", [mig_sorted, mig_torch, mig_in_place])
+def test_mig_from_mi_passes(fn, capsys):
+    passes(check.mig_from_mi, fn, capsys)
+
+
+def test_mig_from_mi_known_answers():
+    from vaelab import metrics
+
+    mi, entropy = np.array([[1.0, 0.2], [0.25, 0.2], [0.0, 1.0]]), np.array([2.0, 1.0])
+    assert mig_sorted(mi, entropy) == pytest.approx((0.75 / 2 + 0.8 / 1) / 2)
+    # the factors themselves plus a copy of the first: gaps 0 and 1, MIG ½
+    v = np.stack([np.arange(24) % 3, np.arange(24) % 4], axis=1)
+    r = metrics.mutual_info_gap(np.concatenate([v, v[:, :1]], axis=1).astype(float), v)
+    assert r.mig == pytest.approx(0.5) and mig_sorted(r.mi, r.entropy) == pytest.approx(0.5)
+
+
+def _top2(mi):
+    ranked = np.sort(mi, axis=0)[::-1]
+    return ranked[0], ranked[1]
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda mi, e: np.subtract(*_top2(mi)).mean(), "not normalised — divide each factor's gap"),
+    (lambda mi, e: (mi.max(0) / e).mean(), "that is the top latent's share alone"),
+    (lambda mi, e: mi.max(0).mean(), "that is the top latent's information alone"),
+    (lambda mi, e: (np.subtract(*_top2(mi)) / e).sum(), "you summed over the factors"),
+    (lambda mi, e: np.subtract(*_top2(mi)) / e, "you returned the 3 per-factor gaps"),
+    (lambda mi, e: (np.subtract(*_top2(mi.T)) / e).mean(), "shapes don't line up"),
+    (lambda mi, e: (np.subtract(*np.sort(mi, axis=1)[::-1][:2]) / e).mean(),
+     "you ranked along the wrong axis"),
+    (lambda mi, e: ((-np.sort(-mi, 1))[:, 0] - (-np.sort(-mi, 1))[:, 1]) / e,
+     "shapes don't line up: mi is (latents, factors) = (4, 3)"),
+    (lambda mi, e: (np.subtract(*np.sort(mi, axis=0)[:2]) / e).mean(),
+     "np.sort sorts in ascending order"),
+    (lambda mi, e: ((mi.max(0) - mi.min(0)) / e).mean(), "subtract the second largest"),
+    (lambda mi, e: (np.subtract(*_top2(mi)) / e.sum()).mean(), "its own entropy"),
+    (lambda mi, e: None, "did you forget `return`?"),
+    (lambda mi, e: "0.31", "return one number (a float), not text"),
+    (lambda mi, e: [[0.1, 0.2]], "return one number, the mean over factors"),
+    (lambda mi, e: 0.5, "got 0.5000 on a made-up 4 × 3 matrix"),
+    (lambda mi, e: float(mi[:, :3].shape == (4, 3)) * mig_sorted(mi, e),
+     "right on the made-up matrix but 0.0000 instead of 0.448"),
+])
+def test_mig_from_mi_names_the_mistake(fn, message, capsys):
+    fails(check.mig_from_mi, fn, message, capsys)

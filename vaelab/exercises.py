@@ -8,6 +8,7 @@
     check.donutness(donutness)                 # fn(x (N, 1, 28, 28)) -> (N,)
     check.conv_encoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per encoder conv
     check.conv_decoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per decoder conv
+    check.mig_from_mi(mig_from_mi)             # fn(mi (L, K), entropy (K,)) -> MIG, a number
 
 Each checker runs the student's function on inputs whose answers the tested vaelab functions
 give, compares with the answer and with known wrong variants (KL with the wrong sign, log σ
@@ -24,11 +25,12 @@ import functools
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import anchor, losses
+from . import anchor, losses, metrics
 from .models import ConvVAE
 
 __all__ = ["check", "Checks"]
@@ -313,6 +315,79 @@ def _check_spread(std: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) 
                    "σ = exp(½·logvar)")
 
 
+def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """A made-up ``mi`` (4 latents × 3 factors, nats) and ``entropy`` (3,) = log 3, log 5, log 8,
+    chosen so that every wrong variant below gives a different number."""
+    mi = np.array([[0.9, 0.1, 0.3], [0.2, 1.2, 0.5], [0.4, 0.9, 1.6], [0.1, 0.2, 1.0]])
+    return mi, np.log([3.0, 5.0, 8.0])
+
+
+def _mig_variants(mi: np.ndarray, entropy: np.ndarray):
+    """Known wrong MIGs from ``mi`` (L, K) and ``entropy`` (K,), with what to say."""
+    top = np.sort(mi, axis=0)[::-1]          # each factor's latents, most informative first
+    gap = top[0] - top[1]
+    rows = np.sort(mi, axis=1)[::-1]         # sorted within each latent: the wrong axis
+    low = np.sort(mi, axis=0)
+    axis = ("you ranked along the wrong axis — mi is (latents, factors): rank the latents of "
+            "each factor, i.e. sort each column (axis=0)")
+    return [
+        ((gap / entropy).sum(), "you summed over the factors; MIG is their mean"),
+        (gap.mean(), "not normalised — divide each factor's gap by that factor's entropy H(v_k)"),
+        ((top[0] / entropy).mean(), "that is the top latent's share alone; MIG takes the gap "
+                                    "between the largest and the second largest I(z_j; v_k)"),
+        (top[0].mean(), "that is the top latent's information alone; MIG takes the gap between "
+                        "the two most informative latents, divided by H(v_k)"),
+        (((top[0] - low[0]) / entropy).mean(), "you subtracted the smallest I(z_j; v_k); "
+                                               "subtract the second largest"),
+        (((low[0] - low[1]) / entropy).mean(), "np.sort sorts in ascending order — the two "
+                                               "largest values are the last two, not the first"),
+        (((rows[0] - rows[1]) / entropy).mean(), axis),
+        ((gap / entropy.sum()).mean(), "divide each factor's gap by its own entropy, not by "
+                                       "the sum of all entropies"),
+    ]
+
+
+def _mig_of(out, per_factor: np.ndarray) -> float:
+    """The student's MIG as a float; a per-factor array or a non-number is a named mistake."""
+    if out is None:
+        raise _Problem("got None — did you forget `return`?")
+    if isinstance(out, (str, bytes)):
+        raise _Problem(f"return one number (a float), not text; got {out!r}")
+    try:
+        value = np.asarray(out.detach() if isinstance(out, torch.Tensor) else out, float)
+    except (TypeError, ValueError) as e:
+        raise _Problem(f"return one number (a float); got {_describe(out)}") from e
+    if value.shape == per_factor.shape and np.allclose(value, per_factor, rtol=1e-3):
+        raise _Problem(f"you returned the {len(per_factor)} per-factor gaps; MIG is their mean")
+    if value.size != 1:
+        raise _Problem(f"return one number, the mean over factors; got shape {value.shape}")
+    return float(value.reshape(()))
+
+
+def _call_mig(fn, mi: np.ndarray, entropy: np.ndarray) -> float:
+    """The student's MIG of ``mi`` and ``entropy`` (copies), errors named for this exercise."""
+    ranked = np.sort(mi, axis=0)[::-1]
+    try:
+        out = _call(fn, "fn(mi, entropy)", mi.copy(), entropy.copy())
+    except _Problem as p:
+        if "broadcast" in str(p.__cause__):
+            raise _Problem(f"shapes don't line up: mi is (latents, factors) = {mi.shape}, "
+                           f"entropy {entropy.shape} — rank the latents of each factor, i.e. "
+                           "sort each column (axis=0)") from p
+        raise
+    return _mig_of(out, (ranked[0] - ranked[1]) / entropy)
+
+
+def _mig_known_code():
+    """``metrics.mutual_info_gap`` of a code whose answer is known: 60 images, 3 factors, 5
+    latents — z₁ = factor 1, z₂ = factor 2, z₃ = factor 2 too (a shared factor), z₄ = factor 3
+    with a coarse copy in z₅. Its ``mig`` is the answer."""
+    i = np.arange(60)
+    v = np.stack([i % 3, i % 4, i % 5], axis=1)
+    codes = np.stack([v[:, 0], v[:, 1], v[:, 1], v[:, 2], v[:, 2] // 2], axis=1).astype(float)
+    return metrics.mutual_info_gap(codes, v)
+
+
 # --------------------------------------------------------------------------------------------
 # The checkers
 
@@ -534,6 +609,34 @@ class Checks:
         _compare_shapes(_call(fn, "fn()"), expected, tuple(start.shape), "transposed conv",
                         "out = (in − 1) · stride + kernel (no padding)")
         return "shapes after each transposed conv layer, (N, C, H, W)"
+
+    @staticmethod
+    @_checker("the MIG, one number")
+    def mig_from_mi(fn):
+        """Check ``fn(mi, entropy) -> float``: ``mi`` ``(L, K)`` numpy, I(z_j; v_k) in nats of
+        each latent (rows) with each factor (columns); ``entropy`` ``(K,)``, H(v_k). MIG is the
+        mean over factors of (largest − second largest I(z_j; v_k)) / H(v_k)."""
+        mi, entropy = _mig_inputs()
+        top = np.sort(mi, axis=0)[::-1]
+        ref = float(((top[0] - top[1]) / entropy).mean())
+        out = _call_mig(fn, mi, entropy)
+        if not math.isfinite(out):
+            raise _Problem(f"got {out} — divide by the entropies (all positive), nothing else")
+        if not math.isclose(out, ref, rel_tol=1e-4, abs_tol=1e-6):
+            for value, message in _mig_variants(mi, entropy):
+                if math.isclose(out, float(value), rel_tol=1e-4, abs_tol=1e-6):
+                    raise _Problem(message)
+            raise _Problem(f"got {out:.4f} on a made-up 4 × 3 matrix — for each factor (column) "
+                           "take the largest and the second-largest I(z_j; v_k), divide their "
+                           "difference by H(v_k), then average over the factors")
+        known = _mig_known_code()
+        got = _call_mig(fn, known.mi, known.entropy)
+        if not math.isclose(got, known.mig, rel_tol=1e-4, abs_tol=1e-6):
+            raise _Problem(f"right on the made-up matrix but {got:.4f} instead of "
+                           f"{known.mig:.4f} on metrics.mutual_info_gap's 5 × 3 matrix of a "
+                           "small code — does your function assume a shape or a value?")
+        return ("the top-two gap of each factor over its entropy, averaged over factors — "
+                f"{known.mig:.3f}, as metrics.mutual_info_gap says")
 
     def __repr__(self) -> str:
         names = ", ".join(n for n in vars(Checks) if not n.startswith("_"))
