@@ -314,3 +314,58 @@ def test_iwae_errors(trained, shapes):
     with pytest.raises(ValueError, match="shape"):
         metrics.importance_weighted_log_likelihood(trained, torch.rand(3, 1, 28, 28))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading images as digits; gaps between codes
+
+
+@pytest.fixture(scope="module")
+def digit_reader():
+    from vaelab.data import load_embedded_mnist
+
+    train = load_embedded_mnist(train=True)
+    return metrics.digit_classifier(train.images[:2000], train.labels[:2000])
+
+
+def test_digit_classifier_reads_held_out_test_digits(digit_reader):
+    from vaelab.data import load_embedded_mnist
+
+    test = load_embedded_mnist(train=False)
+    labels, confidence = metrics.read_as(digit_reader, test.images[:500])
+    assert (labels == test.labels[:500].numpy()).mean() > 0.85
+    assert confidence.shape == (500,) and ((confidence > 0) & (confidence <= 1)).all()
+
+
+def test_a_training_image_is_read_as_its_own_label_with_full_confidence(digit_reader):
+    from vaelab.data import load_embedded_mnist
+
+    train = load_embedded_mnist(train=True)
+    label, confidence = metrics.read_as(digit_reader, train.images[:1])
+    assert label[0] == train.labels[0]
+    assert confidence[0] == pytest.approx(1.0)  # its own copy is at distance 0: the whole vote
+
+
+def test_digit_classifier_refuses_labels_that_do_not_match(digit_reader):
+    x = torch.rand(4, 1, 28, 28)
+    with pytest.raises(ValueError, match="same images"):
+        metrics.digit_classifier(x, torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="integer digits"):
+        metrics.digit_classifier(x, torch.rand(4))
+    with pytest.raises(TypeError, match="digit_classifier"):
+        metrics.read_as("knn", x)
+
+
+def test_in_gap_marks_points_farther_than_the_radius_from_every_code():
+    codes = np.array([[0.0, 0.0], [2.0, 0.0]])
+    points = np.array([[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [5.0, 5.0], [2.0, 0.9]])
+    # nearest code distances: 0.5, 1.0, √2, √34, 0.9
+    assert metrics.in_gap(codes, points, radius=1.0).tolist() == [False, False, True, True, False]
+    assert metrics.in_gap(codes, points, radius=0.4).tolist() == [True, True, True, True, True]
+
+
+def test_in_gap_refuses_points_of_another_dimension():
+    with pytest.raises(ValueError, match="columns"):
+        metrics.in_gap(np.zeros((3, 2)), np.zeros((1, 3)), radius=1.0)
+    with pytest.raises(ValueError, match="radius"):
+        metrics.in_gap(np.zeros((3, 2)), np.zeros((1, 2)), radius=-1.0)

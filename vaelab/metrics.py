@@ -5,7 +5,10 @@
 * ``active_units`` — how many latents the model uses; ``kl_per_unit`` — the rate of each latent;
 * ``rate_distortion`` — a model's mean rate and mean distortion;
 * ``elbo`` and ``importance_weighted_log_likelihood`` — per-image bounds on log p(x) (Burda et
-  al. 2015).
+  al. 2015);
+* ``digit_classifier`` and ``read_as`` — which digit an image (a reconstruction, a decoded grid
+  point, a sample) is read as, and with what confidence; ``in_gap`` — which points lie in the
+  gaps between codes.
 
 All values are in nats (natural logarithms), per image.
 
@@ -22,6 +25,8 @@ Each term below has this one definition; every notebook computes it with the fun
 * **active unit**: latent j is active when Var_x[ E_q(z|x)[z_j] ] > 0.01, the variance over the
   data of its posterior mean (Burda et al. 2015, "Importance Weighted Autoencoders"); an
   inactive unit has collapsed to the prior (``active_units``).
+* **in a gap**: a point z lies in a gap of a set of codes when it is farther than a stated
+  radius r from every one of them (``in_gap``); the share in gaps depends on r.
 * **MIG**: the mean over factors of the gap between the two latents with the most mutual
   information about the factor, divided by the factor's entropy (``mutual_info_gap``).
 
@@ -362,3 +367,63 @@ def importance_weighted_log_likelihood(model, x: torch.Tensor, k: int = 100, *,
                 total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
             out.append(total - math.log(k))
     return torch.cat(out).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading images as digits, and gaps between codes
+
+CLASSIFIER_MAX_IMAGES = 10_000  # digit_classifier fits on at most this many images
+
+
+def digit_classifier(images, labels, *, neighbours: int = 5):
+    """A digit reader fitted on ``images`` ``(N, 1, 28, 28)`` float32 in [0, 1] with ``labels``
+    ``(N,)`` integer digits: scikit-learn's k-nearest-neighbour classifier on the raw pixels
+    (``neighbours`` neighbours, votes weighted by 1/distance), fitted on the first
+    ``CLASSIFIER_MAX_IMAGES`` (10,000) images so its cost does not grow with the data. About
+    93 % of the embedded test images are read correctly when fitted on the embedded subset.
+    Use it with ``read_as``: it is how the notebooks check what a decoded image looks like."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = check_images(images, name="images")[:CLASSIFIER_MAX_IMAGES]
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels must be a 1-D array of integer digits; got {describe(labels)}")
+    y = y[:CLASSIFIER_MAX_IMAGES]
+    if len(y) != len(x):
+        raise ValueError(f"images and labels must describe the same images; got {len(x)} "
+                         f"images and {len(y)} labels")
+    neighbours = check_int(neighbours, "neighbours")
+    if neighbours > len(x):
+        raise ValueError(f"neighbours must be at most the number of images ({len(x)}); got "
+                         f"{neighbours}")
+    return KNeighborsClassifier(neighbours, weights="distance").fit(
+        x.detach().cpu().flatten(1).numpy(), y)
+
+
+def read_as(classifier, images) -> tuple[np.ndarray, np.ndarray]:
+    """What ``classifier`` (from ``digit_classifier``) reads in ``images`` ``(N, 1, 28, 28)``
+    float32 in [0, 1] (e.g. ``torch.sigmoid`` of decoder logits): ``(labels, confidences)``,
+    both ``(N,)`` numpy — the digit read and the share of the (distance-weighted) neighbours'
+    vote it got, in (0, 1]."""
+    if not hasattr(classifier, "predict_proba"):
+        raise TypeError("classifier must be a fitted classifier from "
+                        f"vaelab.metrics.digit_classifier; got {describe(classifier)}")
+    x = check_images(images, name="images").detach().cpu().flatten(1).numpy()
+    proba = classifier.predict_proba(x)
+    best = proba.argmax(1)
+    return classifier.classes_[best], proba[np.arange(len(x)), best]
+
+
+def in_gap(codes, points, radius: float) -> np.ndarray:
+    """``(M,)`` bool: True where a point of ``points`` ``(M, L)`` lies *in a gap* of ``codes``
+    ``(N, L)`` — farther than ``radius`` (Euclidean) from every code. This is the one
+    definition of "in a gap" in vaelab's notebooks; the share of points in gaps depends on
+    ``radius`` (a larger radius finds fewer gaps), so always quote it with the radius."""
+    radius = check_number(radius, "radius", minimum=0.0)
+    c = torch.from_numpy(_codes(codes, "codes", min_cols=1))
+    p = torch.from_numpy(_codes(points, "points"))
+    if p.shape[1] != c.shape[1]:
+        raise ValueError(f"points must have as many columns as codes ({c.shape[1]}); got "
+                         f"{p.shape[1]}")
+    nearest = torch.cat([torch.cdist(chunk, c).min(dim=1).values for chunk in p.split(1024)])
+    return (nearest > radius).numpy()
