@@ -435,6 +435,25 @@ def test_plot_mig_shows_mean_and_spread_over_seeds():
         viz.plot_mig({"mig": [0.1]})
 
 
+def test_plot_mig_per_factor_draws_each_factors_mean_gap_against_beta():
+    result = sweep_result()
+    result.table["mig_x"] = [0.2, 0.4, 0.8, 0.6]
+    result.table["mig_shape"] = [0.0, 0.0, 0.1, 0.3]
+    result.factor_names = ("shape", "x")
+    fig = viz.plot_mig_per_factor(result)
+    ax = fig.axes[0]
+    lines = {line.get_label(): np.asarray(line.get_ydata(), float) for line in ax.lines}
+    assert list(lines) == ["shape", "x", "MIG (mean of the factors)"]
+    np.testing.assert_allclose(lines["shape"], [0.0, 0.2])
+    np.testing.assert_allclose(lines["x"], [0.3, 0.7])
+    np.testing.assert_allclose(lines["MIG (mean of the factors)"], [0.15, 0.5])
+    assert tick_texts(ax.get_xticklabels()) == ["0.5", "4"] and ax.get_xlabel() == "β"
+    with pytest.raises(ValueError, match="no per-factor gaps"):
+        viz.plot_mig_per_factor(sweep_result())
+    with pytest.raises(TypeError, match="SweepResult"):
+        viz.plot_mig_per_factor({"mig": [0.1]})
+
+
 def test_plot_factors_shows_each_factor_in_a_row():
     from vaelab.shapes import FACTORS, SHAPES
 
