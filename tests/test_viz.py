@@ -332,6 +332,29 @@ def test_training_curves_from_dict_and_without_test():
         viz.training_curves([1, 2])
 
 
+def test_training_curves_draw_only_the_terms_asked_for():
+    fig = viz.training_curves(history(), terms=["reconstruction"])
+    assert len(fig.axes) == 1 and "reconstruction" in fig.axes[0].get_title()
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(),
+                               [r["reconstruction"] for r in history().train])
+    assert len(viz.training_curves(history(), terms="kl").axes) == 1
+    with pytest.raises(ValueError, match="terms must be one of"):
+        viz.training_curves(history(), terms=["elbo"])
+
+
+def test_an_autoencoders_titles_speak_of_codes_not_of_a_prior_or_posterior(data):
+    x, _ = data
+    torch.manual_seed(0)
+    ae, vae = AE(latent_dim=2, hidden=(16,)), tiny(2)
+    assert viz.reconstructions(ae, x, n=3).axes[0].get_title() == \
+        "Reconstructions (the code z = f(x))"
+    assert "q(z|x)" in viz.reconstructions(vae, x, n=3).axes[0].get_title()
+    assert "prior" not in viz.prior_samples(ae, n=4).axes[0].get_title()
+    assert "prior" in viz.prior_samples(vae, n=4).axes[0].get_title()
+    assert viz.prior_samples(vae, n=4, title="mine").axes[0].get_title() == "mine"
+    assert viz.reconstructions(vae, x, n=3, title="mine").axes[0].get_title() == "mine"
+
+
 def test_decoding_is_gradient_free_and_on_the_cpu():
     model, z = tiny(2), torch.tensor([[0.0, 0.0], [1.5, -2.0], [-3.0, 0.5]])
     images = viz.decode_images(model, z)

@@ -203,21 +203,27 @@ def show_images(images, nrow: int = 10, title: str | None = None) -> Figure:
     return fig
 
 
-def prior_samples(model, n: int = 64, seed: int = 0, nrow: int | None = None) -> Figure:
-    """``n`` images decoded from z ~ N(0, I) (seeded), shown as their Bernoulli means."""
+def prior_samples(model, n: int = 64, seed: int = 0, nrow: int | None = None,
+                  title: str | None = None) -> Figure:
+    """``n`` images decoded from z ~ N(0, I) (seeded), shown as their Bernoulli means.
+    ``title`` replaces the default (an autoencoder has no prior: its title says so)."""
     check_model(model)
     n = check_int(n, "n")
     seed = check_int(seed, "seed", minimum=0)
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
     nrow = nrow or math.ceil(math.sqrt(n))
-    return show_images(decode_images(model, z), nrow=nrow,
-                       title=f"{n} samples from the prior: decode z ~ N(0, I)")
+    if title is None:
+        title = (f"{n} random codes z ~ N(0, I), decoded" if isinstance(model, AE)
+                 else f"{n} samples from the prior: decode z ~ N(0, I)")
+    return show_images(decode_images(model, z), nrow=nrow, title=title)
 
 
-def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int = 0) -> Figure:
+def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int = 0,
+                    title: str | None = None) -> Figure:
     """Inputs (top row) over their reconstructions (bottom row) for the first ``n`` images.
 
-    ``sample=False`` decodes the mean of q(z|x); ``sample=True`` one z ~ q(z|x) (seeded).
+    ``sample=False`` decodes the mean of q(z|x) (an autoencoder's code); ``sample=True`` one
+    z ~ q(z|x) (seeded). ``title`` replaces the default.
     """
     check_model(model)
     x = _as_images(images)[:check_int(n, "n")]
@@ -230,8 +236,9 @@ def reconstructions(model, images, n: int = 10, sample: bool = False, seed: int 
     _show(ax, _grid(torch.cat([x, out]), nrow=len(x)))
     ax.set_yticks(_centers(2, x.shape[2]), ["input", "output"])
     ax.tick_params(length=0)
-    how = "one z drawn from q(z|x)" if sample else "z = mean of q(z|x)"
-    ax.set_title(f"Reconstructions ({how})")
+    how = ("the code z = f(x)" if isinstance(model, AE) else
+           "one z drawn from q(z|x)" if sample else "z = mean of q(z|x)")
+    ax.set_title(title or f"Reconstructions ({how})")
     return fig
 
 
@@ -556,9 +563,10 @@ _TERM_TITLES = {
 }
 
 
-def training_curves(history, title: str | None = None) -> Figure:
+def training_curves(history, title: str | None = None, terms=None) -> Figure:
     """Train (solid) and test (dashed) loss terms per epoch from a ``History`` (or its
-    ``as_dict()``): total, reconstruction and KL in three panels, in nats per image.
+    ``as_dict()``): total, reconstruction and KL in three panels, in nats per image;
+    ``terms`` picks panels (e.g. ``["reconstruction"]`` for an autoencoder, which has no KL).
 
     A train point is the mean over its epoch (the model improves during it); a test point is
     measured after the epoch, so early on test can sit below train.
@@ -572,10 +580,13 @@ def training_curves(history, title: str | None = None) -> Figure:
                         f"got {type(history).__name__}")
     if len(train) == 0:
         raise ValueError("history has no epochs yet — train with fit(..., epochs=1) or more")
-    fig = new_figure(11.0, 3.4)
-    axes = fig.subplots(1, 3, sharex=True)
+    terms = list(_TERM_TITLES) if terms is None else [
+        check_choice(t, "terms", tuple(_TERM_TITLES)) for t in ([terms] if isinstance(terms, str)
+                                                               else terms)]
+    fig = new_figure(0.8 + 3.4 * len(terms), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(terms), sharex=True))
     epochs = np.arange(1, len(train) + 1)
-    for ax, term in zip(axes, _TERM_TITLES, strict=True):
+    for ax, term in zip(axes, terms, strict=True):
         ax.plot(epochs, [row[term] for row in train], "-o", ms=3, label="train", color="C0")
         if test:
             ax.plot(np.arange(1, len(test) + 1), [row[term] for row in test], "--s", ms=3,
