@@ -425,5 +425,6 @@ def in_gap(codes, points, radius: float) -> np.ndarray:
     if p.shape[1] != c.shape[1]:
         raise ValueError(f"points must have as many columns as codes ({c.shape[1]}); got "
                          f"{p.shape[1]}")
-    nearest = torch.cat([torch.cdist(chunk, c).min(dim=1).values for chunk in p.split(1024)])
+    rows = max(1, 4_000_000 // len(c))  # distance matrices of at most 4 million entries
+    nearest = torch.cat([torch.cdist(chunk, c).min(dim=1).values for chunk in p.split(rows)])
     return (nearest > radius).numpy()
