@@ -29,7 +29,8 @@ NUMBER = re.compile(
     r"(?<![\w.,−-])(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?"
     r"(?P<unit>\s?%|\s(?:ms|min|s|nats?)\b|\s?×(?!\s?\d))?")
 # Formulas, inline code and links are not prose numbers.
-NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|`[^`]*`|\]\([^)]*\)|<[^>]+>", re.S)
+NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|`[^`]*`|\]\([^)]*\)|<[^>]+>|https?://\S+"
+                       r"|(?:arXiv:\s?)?\b\d{4}\.\d{4,5}\b", re.S)  # ... and arXiv numbers
 
 
 def _text(value) -> str:
@@ -84,7 +85,7 @@ def stale_numbers(path: Path) -> list[str]:
 def test_the_checker_finds_numbers_and_ignores_formulas_and_code():
     found = [w for w, _ in measured_numbers(
         "loss 119.0 nats, 36 % in gaps, 4.87 s per epoch, `lr=1e-3` and $0.25$, epoch 12, 2.9×, "
-        "28 × 28 pixels, the 7s and 9s")]
+        "28 × 28 pixels, the 7s and 9s, arXiv:1312.6114, https://x.org/a/1.5 s")]
     assert found == ["119.0 nats", "36 %", "4.87 s", "2.9×"]
     assert appears("4,000", "trained on 4000 images") and not appears("13", "0.135 and 213")
 
