@@ -1,0 +1,49 @@
+import math
+
+import pytest
+
+from vaelab.claims import ClaimError, expect
+
+
+@pytest.fixture
+def full_mode(monkeypatch):
+    monkeypatch.delenv("VAELAB_QUICK", raising=False)
+    monkeypatch.delenv("VAELAB_CLAIMS", raising=False)
+
+
+def test_a_claim_that_holds_prints_its_number_and_bound(full_mode, capsys):
+    assert expect("reconstructions read as their own digit", 0.83, at_least=0.8,
+                  fmt="{:.0%}") == 0.83
+    assert capsys.readouterr().out == (
+        "✓ reconstructions read as their own digit: 83% (claim needs ≥ 80%)\n")
+
+
+def test_both_bounds_are_checked_and_shown(full_mode, capsys):
+    expect("gap", 0.5, at_least=0.0, at_most=1.0)
+    assert "(claim needs ≥ 0 and ≤ 1)" in capsys.readouterr().out
+    with pytest.raises(ClaimError, match="gap: 1.5 .claim needs ≥ 0 and ≤ 1"):
+        expect("gap", 1.5, at_least=0.0, at_most=1.0)
+
+
+def test_a_failed_claim_stops_a_full_run_and_says_to_change_the_words(full_mode):
+    with pytest.raises(ClaimError, match="change the words"):
+        expect("every digit owns a region", 0.0, at_least=0.03)
+
+
+def test_nan_never_holds(full_mode):
+    with pytest.raises(ClaimError, match="nan"):
+        expect("a number", math.nan, at_most=1.0)
+
+
+@pytest.mark.parametrize("env", [("VAELAB_QUICK", "1"), ("VAELAB_CLAIMS", "report")])
+def test_quick_mode_and_report_mode_print_a_failed_claim_and_go_on(full_mode, monkeypatch,
+                                                                    capsys, env):
+    monkeypatch.setenv(*env)
+    assert expect("every digit owns a region", 0.0, at_least=0.03) == 0.0
+    assert capsys.readouterr().out.startswith(
+        "✗ every digit owns a region: 0 (claim needs ≥ 0.03) — not enforced")
+
+
+def test_a_claim_needs_a_bound():
+    with pytest.raises(ValueError, match="needs a bound"):
+        expect("no bound", 1.0)
