@@ -47,3 +47,18 @@ def test_quick_mode_and_report_mode_print_a_failed_claim_and_go_on(full_mode, mo
 def test_a_claim_needs_a_bound():
     with pytest.raises(ValueError, match="needs a bound"):
         expect("no bound", 1.0)
+
+
+def test_on_other_data_than_the_stored_runs_a_failed_claim_is_printed_not_raised(
+        full_mode, capsys):
+    from vaelab import claims
+
+    try:
+        claims.use_data("files")  # full MNIST: the text was written from the embedded subset
+        assert expect("every digit owns a region", 0.0, at_least=0.03) == 0.0
+        assert "other data than the stored run's" in capsys.readouterr().out
+        claims.use_data("embedded")
+        with pytest.raises(ClaimError):
+            expect("every digit owns a region", 0.0, at_least=0.03)
+    finally:
+        claims.use_data("embedded")
