@@ -119,6 +119,20 @@ def test_gif_html_inlines_the_gif_and_refuses_other_files(tmp_path):
         viz.gif_html(tmp_path / "x.png")
 
 
+STORED = Path(__file__).parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("02_variational_autoencoder.ipynb", (2, 1)),  # latent + interpolation explorer, the GIF
+    ("04_beta_vae.ipynb", (1, 0)),
+    ("05_conv_vae.ipynb", (1, 0)),
+])
+def test_stored_notebook_exports_its_explorer_pictures_and_gif(name, expected):
+    html = to_html(json.loads((STORED / name).read_text()))
+    assert pictures_in_html(html) == expected
+    assert "IPython.core.display.Image object" not in html
+
+
 if __name__ == "__main__":
     for name in sys.argv[1:]:
         found = pictures_in_html(to_html(json.loads(Path(name).read_text())))
