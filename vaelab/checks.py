@@ -137,10 +137,16 @@ def check_codes(z, latent_dim: int, *, name: str = "codes") -> torch.Tensor:
     return z
 
 
-def images_of(data) -> torch.Tensor:
+def images_of(data, name: str = "data") -> torch.Tensor:
     """The images of ``data``: a tensor itself, or the first field of an ``ImageData`` /
-    ``ShapesData`` / ``(images, labels)`` pair."""
-    return data if isinstance(data, torch.Tensor) else data[0]
+    ``ShapesData`` / ``(images, labels)`` pair; a TypeError naming ``name`` otherwise."""
+    if isinstance(data, torch.Tensor):
+        return data
+    try:
+        return data[0]
+    except (TypeError, IndexError, KeyError) as err:
+        raise TypeError(f"{name} must be images (N, 1, H, W), an ImageData or an (images, "
+                        f"labels) pair; got {describe(data)}") from err
 
 
 def check_tensor(value, name: str, *, dim: int | None = None, min_dim: int = 0) -> torch.Tensor:

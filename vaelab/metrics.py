@@ -111,8 +111,7 @@ def _images(model, data) -> torch.Tensor:
     """The images of ``data`` (a tensor, ``ImageData`` or ``ShapesData``) checked for ``model``:
     float32 ``(N, *model.image_shape)`` in [0, 1]."""
     check_model(model)
-    x = images_of(data) if isinstance(data, tuple) else data
-    return check_images(x, shape=tuple(model.image_shape))
+    return model.check_images(images_of(data))
 
 
 # ---------------------------------------------------------------------------------------------

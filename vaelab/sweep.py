@@ -33,7 +33,6 @@ from . import metrics
 from .cache import cache_key, train_or_load
 from .checks import (
     check_choice,
-    check_images,
     check_int,
     check_model,
     check_number,
@@ -121,8 +120,7 @@ def _check_factors(factors, factor_names, train_data, n_images: int):
 
 def _images(data, name: str, model) -> torch.Tensor:
     """The images of ``data`` (a tensor, ``ImageData`` or ``ShapesData``), checked for ``model``."""
-    x = images_of(data) if isinstance(data, tuple) else data
-    return check_images(x, name=name, shape=tuple(model.image_shape))
+    return model.check_images(images_of(data, name), name=name)
 
 
 def _check_name(name) -> str:

@@ -104,15 +104,6 @@ def describe_budget(images_seen: int, n_images: int, source: str = "") -> str:
             f"{epochs * n_images:,} images seen per model (budget {images_seen:,})")
 
 
-def images_in(data, name: str) -> torch.Tensor:
-    """The images of ``data`` (a tensor, an ``ImageData`` or an ``(images, labels)`` pair)."""
-    try:
-        return images_of(data)
-    except (TypeError, IndexError, KeyError) as err:
-        raise TypeError(f"{name} must be images (N, 1, H, W), an ImageData or an (images, "
-                        f"labels) pair; got {type(data).__name__}") from err
-
-
 def loss_function(beta: float = 1.0, likelihood: str = "bernoulli", anchor_rate: float = 0.0,
                   free_bits: float = 0.0):
     """``loss_fn(logits, x, mu, logvar) -> LossTerms``: ``vae_loss`` with these settings; with
@@ -138,7 +129,7 @@ def evaluate(model: LatentModel, data, *, beta: float = 1.0, likelihood: str = "
     With β = 1 and no anchor, ``total`` is an unbiased estimate of the negative ELBO.
     """
     check_model(model)
-    x = model.check_images(images_in(data, "data"))
+    x = model.check_images(images_of(data, "data"))
     batch_size = check_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
     loss_fn = loss_function(beta, likelihood, anchor_rate)
@@ -222,8 +213,8 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
     device = default_device() if device is None else check_device(device)
     fast.prepare(device)  # speed settings for this device
     model.to(device)
-    x = images_in(train_data, "train_data").to(device)
-    test_x = None if test_data is None else images_in(test_data, "test_data").to(device)
+    x = images_of(train_data, "train_data").to(device)
+    test_x = None if test_data is None else images_of(test_data, "test_data").to(device)
     torch.manual_seed(seed)  # the z draws
     order = torch.Generator().manual_seed(seed)  # the batch order
     optimizer = fast.adam(model.parameters(), lr, device)  # torch.optim.Adam
@@ -250,9 +241,9 @@ def check_fit(model, train_data, test_data, *, epochs, images_seen, batch_size, 
     """Check fit's model, images and counts (``loss_function`` checks the loss settings) before
     anything trains; return the number of epochs."""
     check_model(model)
-    x = model.check_images(images_in(train_data, "train_data"), name="training images")
+    x = model.check_images(images_of(train_data, "train_data"), name="training images")
     if test_data is not None:
-        model.check_images(images_in(test_data, "test_data"), name="test images")
+        model.check_images(images_of(test_data, "test_data"), name="test images")
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", above=0.0)
     check_int(seed, "seed", minimum=0)
