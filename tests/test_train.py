@@ -157,7 +157,7 @@ def test_keyboard_interrupt_keeps_model_and_history(small, monkeypatch, capsys):
 def test_interrupt_during_evaluation_keeps_train_and_test_the_same_length(small, monkeypatch):
     x, xt = small
     calls = {"n": 0}
-    real_evaluate = train.evaluate
+    real_evaluate = train.mean_terms
 
     def evaluate_then_interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -165,7 +165,7 @@ def test_interrupt_during_evaluation_keeps_train_and_test_the_same_length(small,
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train, "evaluate", evaluate_then_interrupt)
+    monkeypatch.setattr(train, "mean_terms", evaluate_then_interrupt)
     history = fit(VAE(2), x, epochs=3, test_data=xt, progress=False, device="cpu")
     assert history.stopped == "interrupted"
     assert len(history.train) == len(history.test) == len(history.seconds) == 1

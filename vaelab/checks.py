@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 
@@ -64,11 +65,14 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
+class VaelabModel:
+    """The mark of a vaelab model: ``models.LatentModel`` derives from it, so ``check_model``
+    knows a model without importing ``models`` (the layers point one way: checks ← models)."""
+
+
 def check_model(model) -> None:
     """A TypeError unless ``model`` is a vaelab model (``AE``, ``VAE``, ``ConvVAE``)."""
-    from .models import LatentModel
-
-    if not isinstance(model, LatentModel):
+    if not isinstance(model, VaelabModel):
         raise TypeError(f"model must be a vaelab model (AE, VAE, ConvVAE); got "
                         f"{type(model).__name__} — build one with vaelab.VAE(...) or load one "
                         "with vaelab.load(path)")
@@ -205,3 +209,29 @@ def are_images(x, shape: tuple[int, ...]) -> bool:
         return False
     lo, hi = torch.stack([x.min(), x.max()]).tolist()
     return 0.0 <= lo and hi <= 1.0
+
+
+FLAG_WORDS = {"": False, "0": False, "false": False, "no": False, "off": False,
+              "1": True, "true": True, "yes": True, "on": True}
+
+
+def env_flag(name: str) -> bool:
+    """The environment variable ``name`` as on/off: unset, ``""``, ``0``, ``false``, ``no``,
+    ``off`` are off; ``1``, ``true``, ``yes``, ``on`` are on (any case); anything else is a
+    ValueError saying so."""
+    text = os.environ.get(name, "").strip().lower()
+    if text not in FLAG_WORDS:
+        raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off (or empty); got "
+                         f"{os.environ[name]!r} — set it to 1 or unset it")
+    return FLAG_WORDS[text]
+
+
+def check_name(name, what: str = "name") -> str:
+    """``name`` if it is a plain file name (no folders): a non-empty string without ``/``,
+    ``\\``, NUL, and not ``.`` or ``..``. Names are names, not paths."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a string such as 'vae_L2'; got {describe(name)}")
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0", os.sep)):
+        raise ValueError(f"{what} must be a plain name such as 'vae_L2', without folders; got "
+                         f"{name!r} — choose the folder with folder=...")
+    return name

@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import are_images, check_choice, check_codes, check_images, check_int, check_sizes
+from .checks import (
+    VaelabModel,
+    are_images,
+    check_choice,
+    check_codes,
+    check_images,
+    check_int,
+    check_sizes,
+)
 from .fast import speed_up
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -33,7 +41,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
     return mu + eps * torch.exp(0.5 * logvar)
 
 
-class LatentModel(nn.Module):
+class LatentModel(nn.Module, VaelabModel):
     """What every vaelab model shares. Subclasses set ``latent_dim`` and define ``_encode`` /
     ``_decode`` on checked inputs; ``config`` holds the constructor arguments (checkpoints)."""
 
@@ -90,7 +98,7 @@ class LatentModel(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """Images in [0, 1] decoded from z = mu (default) or from a z drawn from q(z|x)."""
-        mu, logvar = self.encode(self.check_images(x).to(self.device))
+        mu, logvar = self._encode(self.check_images(x).to(self.device))
         z = reparameterize(mu, logvar) if sample and logvar is not None else mu
         return torch.sigmoid(self._decode(z))
 

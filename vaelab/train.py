@@ -10,7 +10,8 @@ good weights to fall back on (``GoodState``), and Ctrl-C / divergence handling
 from __future__ import annotations
 
 import math
-import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,15 @@ from tqdm.auto import tqdm
 
 from . import fast
 from .anchor import anchor_prior_mean
-from .checks import check_choice, check_device, check_int, check_model, check_number, images_of
+from .checks import (
+    check_choice,
+    check_device,
+    check_int,
+    check_model,
+    check_number,
+    env_flag,
+    images_of,
+)
 from .data import batches
 from .losses import LIKELIHOODS, vae_loss
 from .models import LatentModel
@@ -66,6 +75,10 @@ class History:
     def from_dict(cls, d: dict) -> History:
         return cls(list(d["train"]), list(d["test"]), list(d["seconds"]), d.get("stopped"))
 
+    def keep(self, epochs: int) -> None:
+        """Keep only the first ``epochs`` epochs."""
+        del self.train[epochs:], self.test[epochs:], self.seconds[epochs:]
+
     def __len__(self) -> int:
         return len(self.train)
 
@@ -80,8 +93,9 @@ def default_device() -> torch.device:
 
 
 def quick_mode() -> bool:
-    """True when ``VAELAB_QUICK`` is set to anything but ``""``/``"0"`` (the tests set it)."""
-    return os.environ.get("VAELAB_QUICK", "") not in ("", "0")
+    """True when ``VAELAB_QUICK`` is on: ``1``, ``true``, ``yes`` or ``on`` (the tests set it);
+    unset, ``""``, ``0``, ``false``, ``no``, ``off`` are off, anything else a ValueError."""
+    return env_flag("VAELAB_QUICK")
 
 
 def epochs_for(images_seen: int, n_images: int) -> int:
@@ -132,7 +146,15 @@ def evaluate(model: LatentModel, data, *, beta: float = 1.0, likelihood: str = "
     x = model.check_images(images_of(data, "data"))
     batch_size = check_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
-    loss_fn = loss_function(beta, likelihood, anchor_rate)
+    return mean_terms(model, x, loss_function(beta, likelihood, anchor_rate), batch_size,
+                      generator)
+
+
+@torch.no_grad()
+def mean_terms(model: LatentModel, x: torch.Tensor, loss_fn, batch_size: int,
+               generator: torch.Generator) -> dict:
+    """``evaluate`` on checked arguments: the mean of ``loss_fn``'s terms over the images ``x``
+    ``(N, 1, H, W)``, in batches, one z per image drawn from ``generator``."""
     was_training = model.training
     model.eval()
     sums = dict.fromkeys(TERMS, 0.0)
@@ -191,68 +213,118 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
     """Train ``model`` with Adam; return a ``History`` of per-epoch loss terms (nats per image).
 
     ``train_data``/``test_data``: images ``(N, 1, 28, 28) float32 in [0, 1]``, or an
-    ``ImageData`` / ``(images, labels)`` pair. Give ``epochs``, or ``images_seen`` for the
+    ``ImageData`` / ``(images, labels)`` pair. Give ``epochs`` (≥ 1), or ``images_seen`` for the
     fewest whole epochs that show the model that many images (``epochs_for``). Every argument
-    is checked before the first step. The images move to ``device`` (default: the best
-    available) once; batches are slices of a seeded permutation. ``beta`` weights the KL term
-    (0 gives an autoencoder); ``anchor_rate`` > 0 adds the anchor loss (``vaelab.anchor``).
-    Against posterior collapse: ``kl_warmup_epochs`` W > 0 trains epoch e with
-    β·min(1, (e − 1)/W) (KL warm-up: 0 in the first epoch, β from epoch W + 1 on);
+    is checked before the first step (``check_fit``). The images move to ``device`` (default:
+    the best available) once; batches are slices of a seeded permutation. ``beta`` weights the
+    KL term (0 gives an autoencoder); ``anchor_rate`` > 0 adds the anchor loss
+    (``vaelab.anchor``). Against posterior collapse: ``kl_warmup_epochs`` W > 0 trains epoch e
+    with β·min(1, (e − 1)/W) (KL warm-up: 0 in the first epoch, β from epoch W + 1 on);
     ``free_bits`` λ > 0 charges each latent at least λ nats (``losses.vae_loss``).
     Same seed and data give identical weights on the CPU.
 
-    Ctrl-C stops early and keeps the model and the epochs finished so far (an epoch
-    interrupted during its evaluation is left out of the history). A nan/inf loss raises
+    Ctrl-C, or SIGTERM (``kill``, ``timeout``, a job scheduler, a hub culling the kernel),
+    stops early: the model goes back to its weights at the end of the last finished epoch, so
+    the model and the returned history (``stopped="interrupted"``) agree. A nan/inf loss raises
     ``NonFiniteLossError`` carrying the history, with the model put back to its last good
     state: the end of the last epoch from which training still computed a finite loss.
     """
-    epochs = check_fit(model, train_data, test_data, epochs=epochs, images_seen=images_seen,
-                       batch_size=batch_size, lr=lr, seed=seed)
-    warmup = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
+    plan = check_fit(model, train_data, epochs=epochs, images_seen=images_seen,
+                     batch_size=batch_size, lr=lr, beta=beta, seed=seed, test_data=test_data,
+                     likelihood=likelihood, anchor_rate=anchor_rate,
+                     kl_warmup_epochs=kl_warmup_epochs, free_bits=free_bits, device=device)
+    return fit_checked(model, plan, progress)
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """fit's arguments once ``check_fit`` has checked them: the training images ``x`` and test
+    images ``test_x`` ``(N, 1, H, W)`` (on the CPU, as given), the number of epochs, the
+    device, and the loss and optimiser settings."""
+
+    x: torch.Tensor
+    test_x: torch.Tensor | None
+    epochs: int
+    batch_size: int
+    lr: float
+    beta: float
+    seed: int
+    likelihood: str
+    anchor_rate: float
+    kl_warmup_epochs: int
+    free_bits: float
+    device: torch.device
+
+
+def check_fit(model, train_data, *, epochs=None, images_seen=None, batch_size=128, lr=1e-3,
+              beta=1.0, seed=0, test_data=None, likelihood="bernoulli", anchor_rate=0.0,
+              kl_warmup_epochs=0, free_bits=0.0, device=None) -> FitPlan:
+    """Check every argument of ``fit`` (same names, same defaults) before anything trains, each
+    image set once; return them as a ``FitPlan``. ``train_or_load`` calls it at its door."""
+    check_model(model)
+    x = model.check_images(images_of(train_data, "train_data"), name="training images")
+    test_x = None if test_data is None else model.check_images(
+        images_of(test_data, "test_data"), name="test images")
+    if (epochs is None) == (images_seen is None):
+        raise TypeError(f"fit takes exactly one of epochs=... or images_seen=...; got "
+                        f"epochs={epochs!r}, images_seen={images_seen!r}")
+    epochs = epochs_for(images_seen, len(x)) if epochs is None else check_int(epochs, "epochs")
     loss_function(beta, likelihood, anchor_rate, free_bits)  # checks the loss settings
-    device = default_device() if device is None else check_device(device)
+    return FitPlan(
+        x=x, test_x=test_x, epochs=epochs, batch_size=check_int(batch_size, "batch_size"),
+        lr=check_number(lr, "lr", above=0.0), beta=float(beta),
+        seed=check_int(seed, "seed", minimum=0), likelihood=likelihood,
+        anchor_rate=float(anchor_rate), free_bits=float(free_bits),
+        kl_warmup_epochs=check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0),
+        device=default_device() if device is None else check_device(device))
+
+
+def fit_checked(model: LatentModel, plan: FitPlan, progress: bool = True) -> History:
+    """``fit`` on arguments ``check_fit`` has checked: train ``model`` for ``plan.epochs``."""
+    p, device = plan, plan.device
     fast.prepare(device)  # speed settings for this device
     model.to(device)
-    x = images_of(train_data, "train_data").to(device)
-    test_x = None if test_data is None else images_of(test_data, "test_data").to(device)
-    torch.manual_seed(seed)  # the z draws
-    order = torch.Generator().manual_seed(seed)  # the batch order
-    optimizer = fast.adam(model.parameters(), lr, device)  # torch.optim.Adam
-    history, bar, good = History(), Progress(epochs, len(x), batch_size, progress), GoodState(model)
-    with stop_cleanly(model, history, bar, good, lr):
-        for epoch in range(1, epochs + 1):
+    x = p.x.to(device)
+    test_x = None if p.test_x is None else p.test_x.to(device)
+    torch.manual_seed(p.seed)  # the z draws
+    order = torch.Generator().manual_seed(p.seed)  # the batch order
+    optimizer = fast.adam(model.parameters(), p.lr, device)  # torch.optim.Adam
+    test_loss = loss_function(p.beta, p.likelihood, p.anchor_rate)
+    history, good = History(), GoodState(model)
+    bar = Progress(p.epochs, len(x), p.batch_size, progress)
+    with stop_cleanly(model, history, bar, good, p.lr), sigterm_as_interrupt():
+        for epoch in range(1, p.epochs + 1):
             bar.start_epoch(epoch)
             good.start_epoch(epoch)
-            epoch_beta = beta * min(1.0, (epoch - 1) / warmup) if warmup else beta
-            loss_fn = loss_function(epoch_beta, likelihood, anchor_rate, free_bits)
+            warm = min(1.0, (epoch - 1) / p.kl_warmup_epochs) if p.kl_warmup_epochs else 1.0
+            loss_fn = loss_function(p.beta * warm, p.likelihood, p.anchor_rate, p.free_bits)
             start = time.perf_counter()
-            train = train_epoch(model, x, optimizer, loss_fn, batch_size, order, bar.on_batch)
+            train = train_epoch(model, x, optimizer, loss_fn, p.batch_size, order, bar.on_batch)
             seconds = time.perf_counter() - start
-            test = None if test_x is None else evaluate(
-                model, test_x, beta=beta, likelihood=likelihood, anchor_rate=anchor_rate,
-                seed=seed)
+            test = None if test_x is None else mean_terms(
+                model, test_x, test_loss, 1000, torch.Generator().manual_seed(p.seed))
             history.add(train, test, seconds)
             bar.end_epoch(train, test)
     return history
 
 
-def check_fit(model, train_data, test_data, *, epochs, images_seen, batch_size, lr,
-              seed) -> int:
-    """Check fit's model, images and counts (``loss_function`` checks the loss settings) before
-    anything trains; return the number of epochs."""
-    check_model(model)
-    x = model.check_images(images_of(train_data, "train_data"), name="training images")
-    if test_data is not None:
-        model.check_images(images_of(test_data, "test_data"), name="test images")
-    check_int(batch_size, "batch_size")
-    check_number(lr, "lr", above=0.0)
-    check_int(seed, "seed", minimum=0)
-    if (epochs is None) == (images_seen is None):
-        raise TypeError(f"fit takes exactly one of epochs=... or images_seen=...; got "
-                        f"epochs={epochs!r}, images_seen={images_seen!r}")
-    if epochs is None:
-        return epochs_for(images_seen, len(x))
-    return check_int(epochs, "epochs", minimum=0)
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so whatever handles
+    Ctrl-C keeps the finished work; the previous handler is back afterwards. Signals reach
+    only the main thread, so in any other thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class Progress:
@@ -304,6 +376,14 @@ class GoodState:
         if epoch > 1:
             self.previous, self.current = self.current, (epoch - 1, self.copy())
 
+    def rewind(self, history: History) -> int:
+        """After an interruption: put back the weights at the end of the last epoch this
+        object holds, and cut ``history`` to that many epochs, so the two agree; return it."""
+        epoch, state = self.current
+        self.model.load_state_dict(state)
+        history.keep(epoch)
+        return epoch
+
     def restore(self, failed_batch: int) -> int:
         """Put the good state back; return the epoch it ended (0: the initial weights)."""
         epoch, state = self.current if failed_batch > 1 else self.previous
@@ -318,11 +398,14 @@ def stop_cleanly(model: LatentModel, history: History, bar: Progress, good: Good
     good state and raises ``NonFiniteLossError``; the bar closes and the model ends in eval."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         history.stopped = "interrupted"
         batch = min(bar.batch + 1, bar.n_batches)  # bar.batch counts the finished ones
-        print(f"Interrupted at epoch {bar.epoch}, batch {batch}: the model and the "
-              f"{len(history)} finished epoch(s) of history are kept.")
+        kept = good.rewind(history)
+        state = f"its weights after epoch {kept}" if kept else "its weights before training"
+        print(f"{'SIGTERM' if str(err) == 'SIGTERM' else 'Interrupted'} at epoch {bar.epoch}, "
+              f"batch {batch}: the model is back at {state}, and the history keeps those "
+              f"{kept} finished epoch(s).")
     except NonFiniteBatch as err:
         history.stopped = "non-finite loss"
         kept = good.restore(err.batch)

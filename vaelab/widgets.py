@@ -6,9 +6,11 @@ PNG bytes of its decoded image), ``code_from_sliders`` (slider values → a code
 The explorers only wire them to sliders: moving a slider decodes ONE image and replaces the
 bytes of one ``ipywidgets.Image``; nothing is re-plotted.
 
-A displayed explorer also carries a static picture of itself (``text/html``): exporters
-(nbconvert, nbviewer, GitHub) and a notebook whose kernel is gone show that picture with a note
-to run the cell, instead of bare code or "Error displaying widget".
+A displayed explorer also carries an in-page copy of itself (``text/html``, built by
+``vaelab.web``): the decoder's weights (base64) and a small JavaScript module, so an exported
+page (nbconvert, the site) or a reopened notebook gets sliders and a picture decoded in the
+browser, with no Python behind them. Where scripts do not run (GitHub, an untrusted notebook)
+it shows a static picture of the explorer with a note to run the cell.
 
     from vaelab.widgets import latent_explorer
     latent_explorer(model, start=x_test[:1], scatter=(x_test, y_test))   # shows the widget
@@ -28,7 +30,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image, ImageDraw
 
-from . import viz
+from . import viz, web
 from .checks import check_codes, check_model, check_number
 
 SCALE = 8            # a 28-pixel digit is shown 224 pixels wide (nearest neighbour)
@@ -41,6 +43,7 @@ PNG_COMPRESSION = 1  # fast zlib level: encoding must not slow a slider down
 STEP = 0.05          # one arrow-key press; PageUp/PageDown move 5 steps (noUiSlider's default)
 VALUES_PER_LINE = 5  # the readout breaks a long code into lines of 5 values
 STATIC_NOTE = "Static picture: run this cell to make the explorer live."
+WEB_NOTE = "Live in this page: the decoder runs in your browser, no Python behind it."
 LIVE_NOTE = "Not connected to Python: run this cell to make the explorer live again."
 # ipywidgets marks a view whose model has no kernel behind it (drawn from saved widget state,
 # or after the kernel stopped) "jupyter-widgets-disconnected"; only then is the note shown.
@@ -108,13 +111,25 @@ def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tenso
     return (1 - float(t)) * a + float(t) * b
 
 
-def slider_range(value: float, lim: float, step: float) -> tuple[float, float]:
-    """``(min, max)`` of a slider that covers ``[-lim, lim]`` and ``value``, with ``value`` on
-    its step grid (``min + k·step``): the browser snaps a slider to that grid, so the explorer
-    then starts at exactly the start code."""
-    below = max(0, math.ceil((value + lim) / step - 1e-6))
-    above = max(0, math.ceil((lim - value) / step - 1e-6))
+def slider_range(value: float, lim: float, step: float,
+                 span: tuple[float, float] | None = None) -> tuple[float, float]:
+    """``(min, max)`` of a slider that covers ``[-lim, lim]`` (or ``span``) and ``value``, with
+    ``value`` on its step grid (``min + k·step``): the browser snaps a slider to that grid, so
+    the explorer then starts at exactly the start code."""
+    low, high = span if span is not None else (-lim, lim)
+    below = max(0, math.ceil((value - low) / step - 1e-6))
+    above = max(0, math.ceil((high - value) / step - 1e-6))
     return value - below * step, value + above * step
+
+
+def code_ranges(codes: torch.Tensor | None, lim: float) -> list[tuple[float, float]]:
+    """Per coordinate, the span a slider must cover: the prior's ``[-lim, lim]`` and every
+    encoded code in ``codes`` ``(N, L)`` (None: the prior alone, for ``L`` = 0 coordinates)."""
+    if codes is None:
+        return []
+    low = codes.min(0).values.clamp(max=-lim)
+    high = codes.max(0).values.clamp(min=lim)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
 
 
 def describe_code(z: torch.Tensor, per_line: int | None = None) -> str:
@@ -147,7 +162,7 @@ class ScatterMarker:
     """
 
     def __init__(self, codes: torch.Tensor, labels=None, *, label_name: str = "digit",
-                 lim: float | None = None, size=(3.9, 3.3)):
+                 bounds=None, size=(3.9, 3.3)):
         L = codes.shape[1]
         if L < 2:
             raise ValueError("the scatter needs latent_dim >= 2")
@@ -155,8 +170,9 @@ class ScatterMarker:
         fig = viz.new_figure(*size)
         ax = fig.add_subplot()
         viz.draw_scatter(fig, ax, xy, labels, names, label_name, equal=(L == 2), size=4.0)
-        if lim is not None and L == 2:  # the sliders' whole range stays in view
-            ax.update_datalim([(-lim, -lim), (lim, lim)])
+        if bounds is not None and L == 2:  # the sliders' whole range stays in view
+            (x0, x1), (y0, y1) = bounds[:2]
+            ax.update_datalim([(x0, y0), (x1, y1)])
             ax.autoscale_view()
         title = "z (ringed) among the encoded means" if L == 2 else f"z (ringed) in the {what}"
         ax.set_title(title, fontsize=10)
@@ -172,6 +188,26 @@ class ScatterMarker:
         x0, y0, x1, y1 = ax.bbox.extents
         height = self.background.height
         self._box = (x0, height - y1, x1, height - y0)  # Pillow: y grows downward
+        self._latent_dim = L
+
+    def placement(self) -> dict:
+        """What the in-page explorer needs to place its ring: the background (PNG data URL)
+        and its size, the axes' box ``[left, top, right, bottom]`` and ``matrix``, the affine
+        map (2 × (L + 1)) from a code to its pixel: ``pixel = matrix · [z, 1]``. The projection
+        is linear (z itself, or PCA), so the map is exact."""
+        L = self._latent_dim
+        origin = self._project(np.zeros(L))[0]
+        plane = np.stack([self._project(np.eye(L)[i])[0] - origin for i in range(L)], axis=1)
+        m = self._to_pixels.get_matrix()  # display pixels (y up) from plot coordinates
+        flip = np.array([[1.0, 0.0], [0.0, -1.0]])
+        linear = flip @ m[:2, :2] @ plane
+        shift = flip @ (m[:2, :2] @ origin + m[:2, 2]) + [0.0, self.background.height]
+        buffer = io.BytesIO()
+        self.background.save(buffer, format="PNG")
+        src = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        return {"src": src, "width": self.background.width, "height": self.background.height,
+                "box": [float(v) for v in self._box],
+                "matrix": np.concatenate([linear, shift[:, None]], axis=1).tolist()}
 
     def position(self, z) -> tuple[float, float, bool]:
         """Pixel position of code ``z`` on the background, and whether it lies inside the axes
@@ -214,6 +250,23 @@ def scatter_codes(model, scatter, max_points: int = 2000):
 
 # ---------------------------------------------------------------------------------------------
 # The widgets: they only wire the functions above.
+
+
+def z_slider(i: int, value: float, span: tuple[float, float], step: float) -> w.FloatSlider:
+    """The slider for coordinate ``i``: covers ``span`` and starts at ``value`` (on its grid)."""
+    low, high = slider_range(value, 0.0, step, span)
+    slider = w.FloatSlider(value=value, min=low, max=high, step=step,
+                           description=viz.z_name(i), readout_format=".2f",
+                           continuous_update=True, style=SLIDER_STYLE,
+                           layout=w.Layout(width=SLIDER_WIDTH))
+    slider.add_class("vaelab-z-slider")
+    return slider
+
+
+def slider_spec(slider: w.FloatSlider, start: float) -> dict:
+    """An ipywidgets slider as the in-page explorer builds it (``<input type=range>``)."""
+    return {"label": slider.description, "min": slider.min, "max": slider.max,
+            "step": slider.step, "value": start}
 
 
 def _live_note() -> w.HTML:
@@ -294,11 +347,21 @@ class _Explorer:
                 f'{"".join(pictures)}</div><div>{self.readout.value}</div>'
                 f"<p><i>{html.escape(note)}</i></p></div>")
 
+    def web_config(self) -> dict:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def web_html(self) -> str:
+        """The in-page explorer (``vaelab.web.explorer_html``): live in any page that runs its
+        script, with the decoder's weights inline; this explorer's static picture elsewhere."""
+        config = {"scale": self.scale, "note": WEB_NOTE, **self.web_config()}
+        return web.explorer_html(config["kind"], config, web.export_decoder(self.model),
+                                 self.static_html())
+
     def _repr_mimebundle_(self, **kwargs):
-        """The live widget, plus a static picture for whatever cannot show it (exporters, a
-        stored notebook without its kernel) and a one-line text/plain."""
+        """The live widget, plus the in-page explorer for whatever cannot show it (exporters,
+        a reopened notebook) and a one-line text/plain."""
         bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
-        bundle["text/html"] = self.static_html()
+        bundle["text/html"] = self.web_html()
         bundle["text/plain"] = (f"{type(self).__name__} at {describe_code(self.code())}: "
                                 "run this cell in Jupyter to use its sliders")
         return bundle
@@ -325,29 +388,23 @@ class LatentExplorer(_Explorer):
         start = torch.zeros(L) if start is None else viz.as_code(model, start, "start")
         self.start = check_codes(start, L, name="start")[0]
         n = min(L, max_sliders)
-        self.sliders = []
-        for i in range(n):
-            value = float(self.start[i])
-            low, high = slider_range(value, lim, step)
-            slider = w.FloatSlider(value=value, min=low, max=high, step=step,
-                                   description=viz.z_name(i), readout_format=".2f",
-                                   continuous_update=True, style=SLIDER_STYLE,
-                                   layout=w.Layout(width=SLIDER_WIDTH))
-            slider.add_class("vaelab-z-slider")
-            self.sliders.append(slider)
+        self.scatter = None
+        self.scatter_image = None
+        spans = [(-lim, lim)] * L
+        if scatter is not None:
+            codes, labels = scatter_codes(model, scatter)
+            spans = code_ranges(codes, lim)  # every encoded code is within reach
+            self.scatter = ScatterMarker(codes, labels, label_name=label_name, bounds=[
+                slider_range(float(self.start[i]), lim, step, spans[i]) for i in range(min(L, 2))])
+            self.scatter_image = w.Image(format="png")
+            self.scatter_image.add_class("vaelab-scatter-image")
+        self.sliders = [z_slider(i, float(self.start[i]), spans[i], step) for i in range(n)]
         self.reset_button = w.Button(description="Reset", icon="undo",
                                      tooltip="back to the start code",
                                      layout=BUTTON_LAYOUT)
         self.readout = w.HTML()
         self.readout.add_class("vaelab-readout")
         self.image = _image_widget(b"", model.image_shape, scale, "vaelab-explorer-image")
-        self.scatter = None
-        self.scatter_image = None
-        if scatter is not None:
-            codes, labels = scatter_codes(model, scatter)
-            self.scatter = ScatterMarker(codes, labels, label_name=label_name, lim=lim)
-            self.scatter_image = w.Image(format="png")
-            self.scatter_image.add_class("vaelab-scatter-image")
         controls = [*self.sliders]
         if L > n:
             controls.append(w.HTML(f"<i>Sliders for {viz.z_name(0)}…{viz.z_name(n - 1)} of "
@@ -366,6 +423,17 @@ class LatentExplorer(_Explorer):
         self.widget.add_class("vaelab-explorer")
         self._wire()
         self.update()
+
+    def web_config(self) -> dict:
+        """Sliders, start code and scatter placement for the in-page explorer."""
+        L, n = self.model.latent_dim, len(self.sliders)
+        extra = (f"<i>Sliders for {viz.z_name(0)}…{viz.z_name(n - 1)} of {L} coordinates; "
+                 "the others stay at the start code.</i>") if L > n else ""
+        return {"kind": "latent", "start": self.start.tolist(), "extra": extra,
+                "caption": "<b>decoded image</b> sigmoid(decode(z))",
+                "sliders": [slider_spec(s, float(v)) for s, v in
+                            zip(self.sliders, self._start_values(), strict=True)],
+                "scatter": self.scatter.placement() if self.scatter is not None else None}
 
     def code(self) -> torch.Tensor:
         """The current code ``(L,)``: slider values, the start code for coordinates without one."""
@@ -435,6 +503,14 @@ class InterpolationExplorer(_Explorer):
         png = to_png(pixels, small)
         self._end_pngs.append((png, name))
         return w.VBox([w.HTML(name), _image_widget(png, pixels.shape, small, "vaelab-end-image")])
+
+    def web_config(self) -> dict:
+        """The t slider, both end codes and end pictures for the in-page explorer."""
+        ends = [{"src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                 "name": name} for png, name in self._end_pngs]
+        return {"kind": "interpolation", "start": self.a.tolist(), "a": self.a.tolist(),
+                "b": self.b.tolist(), "ends": ends, "caption": "<b>decoded image</b> at t",
+                "sliders": [slider_spec(self.slider, 0.0)]}
 
     def code(self) -> torch.Tensor:
         """The code ``(1 - t) a + t b`` at the slider's t."""
