@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vaelab-installed
 
-.PHONY: lab test notebooks student-notebooks bench
+.PHONY: lab test notebooks student-notebooks bench site
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vaelab needs Python 3.11+"'
@@ -49,6 +49,10 @@ notebooks: $(STAMP)
 student-notebooks: $(STAMP)
 	$(BIN)/python tools/nbgrader_cells.py notebooks/[0-9]*.ipynb
 	$(BIN)/python -m vaelab student-notebooks
+
+## Build the course website from the stored notebooks (not executed) into build/site.
+site: $(STAMP)
+	$(BIN)/python site/build.py build/site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py
