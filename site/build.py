@@ -115,15 +115,17 @@ def prepare(src: Path, notebooks: Path = REPO / "notebooks") -> list[Path]:
     return copied
 
 
-def build(out: Path, src: Path | None = None, quiet: bool = True) -> int:
-    """Prepare the sources and run Sphinx (HTML) into ``out``; returns Sphinx's exit status."""
+def build(out: Path, src: Path | None = None, quiet: bool = True,
+          notebooks: Path = REPO / "notebooks") -> int:
+    """Prepare the sources (from ``notebooks``) and run Sphinx (HTML) into ``out``; returns
+    Sphinx's exit status."""
     from sphinx.cmd.build import build_main
 
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"OUT: {out} is a file; pass a folder for the site")
     src = Path(src) if src is not None else out.parent / "site-src"
-    prepare(src)
+    prepare(src, Path(notebooks))
     args = ["-b", "html", "-c", str(SITE), "-j", "1", str(src), str(out)]
     return build_main(args + (["-q"] if quiet else []))
 

@@ -49,6 +49,8 @@ html_theme_options = {
     "use_repository_button": False,
     "show_toc_level": 2,
 }
+# the theme reads the mode from this; left empty it logs "invalid theme mode" in the console
+html_context = {"default_mode": "light"}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_inherit_docstrings = False  # torch.autograd.Function.forward's own text has dead links

@@ -23,7 +23,8 @@ def test_train_or_load_caches_by_settings(small, tmp_path, monkeypatch, capsys):
                                    folder=tmp_path)
     assert len(list(tmp_path.glob("demo-*.pt"))) == 1
 
-    monkeypatch.setattr(cache, "fit", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(cache, "fit_checked",
+                        lambda *a, **k: pytest.fail("retrained a cached model"))
     again, history2 = train_or_load("demo", tiny_vae, x, epochs=1, progress=False,
                                     folder=tmp_path)
     assert "Loaded the trained VAE" in capsys.readouterr().out
@@ -45,7 +46,8 @@ def test_numpy_settings_are_cached_and_found_again(small, tmp_path, monkeypatch,
     x, _ = small
     train_or_load("np", tiny_vae, x, epochs=1, beta=np.float64(4), lr=np.float32(1e-3),
                   progress=False, folder=tmp_path)
-    monkeypatch.setattr(cache, "fit", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(cache, "fit_checked",
+                        lambda *a, **k: pytest.fail("retrained a cached model"))
     _, history = train_or_load("np", tiny_vae, x, epochs=np.int64(1), beta=4.0,
                                lr=np.float32(1e-3), progress=False, folder=tmp_path)
     assert history.loaded and "Loaded the trained VAE" in capsys.readouterr().out
@@ -116,7 +118,8 @@ def test_a_cached_file_that_does_not_load_says_so_and_retrains(small, tmp_path, 
 def test_unwritable_cache_folder_is_refused_before_training(small, tmp_path, monkeypatch):
     x, _ = small
     (tmp_path / "afile").write_text("not a folder")
-    monkeypatch.setattr(cache, "fit", lambda *a, **k: pytest.fail("trained before checking"))
+    monkeypatch.setattr(cache, "fit_checked",
+                        lambda *a, **k: pytest.fail("trained before checking"))
     with pytest.raises(ValueError, match="afile is a file.*VAELAB_CACHE"):
         train_or_load("m", tiny_vae, x, epochs=1, progress=False, folder=tmp_path / "afile")
 
@@ -139,6 +142,7 @@ def test_images_seen_is_keyed_as_the_epochs_it_gives(small, tmp_path, monkeypatc
     _, history = train_or_load("b", tiny_vae, x, images_seen=513, progress=False,
                                folder=tmp_path)
     assert len(history) == 2
-    monkeypatch.setattr(cache, "fit", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(cache, "fit_checked",
+                        lambda *a, **k: pytest.fail("retrained a cached model"))
     _, again = train_or_load("b", tiny_vae, x, epochs=2, progress=False, folder=tmp_path)
     assert again.loaded

@@ -65,7 +65,7 @@ def no_training(monkeypatch):
 def test_train_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "keep.pt"
     out.write_bytes(b"precious")
-    assert main(["train", "--epochs", "0", "--out", str(out)]) == 2
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 2
     assert "--force" in error_line(capsys)
     assert out.read_bytes() == b"precious"
 

@@ -16,6 +16,8 @@ import platform
 import sys
 from pathlib import Path
 
+from vaelab.files import atomic_write
+
 WIDGET = "application/vnd.jupyter.widget-view+json"
 PICTURES = ("text/html", "image/png", "image/svg+xml", "image/jpeg")
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -63,7 +65,8 @@ def clean(nb: dict) -> dict:
 def main(paths: list[str]) -> int:
     for p in map(Path, paths):
         nb = clean(json.loads(p.read_text()))
-        p.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        with atomic_write(p, "w") as fh:  # a full disk keeps the notebook as it was
+            fh.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return 0
 
 

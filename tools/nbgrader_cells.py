@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from vaelab import student
+from vaelab.files import atomic_write
 
 
 def convert(path: Path, points: float = student.POINTS) -> int:
@@ -25,7 +26,8 @@ def convert(path: Path, points: float = student.POINTS) -> int:
     converted = student.to_nbgrader(nb, path.name, points)
     new = nbformat.writes(nb) + "\n"
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        with atomic_write(path, "w") as fh:  # a full disk keeps the notebook as it was
+            fh.write(new)
     return converted
 
 

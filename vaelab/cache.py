@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, check_writable, load, save, scalar, tensor_sha256
-from .checks import describe, images_of
+from .checks import check_name, describe
 from .data import cache_dir, shown_path
 from .models import LatentModel
-from .train import History, epochs_for, fit
+from .train import FitPlan, History, check_fit, fit_checked
 
 
 def fingerprint(x: torch.Tensor | None) -> dict | None:
@@ -75,10 +75,16 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     configuration, the training images, and every ``fit_kwargs`` setting (the test images
     included; ``progress`` excepted; ``images_seen`` counts as the epochs it gives), so other
     settings or data never overwrite or reuse it;
-    ``retrain=True`` trains anew. An unwritable folder raises a ValueError before training; a
-    cached file that does not load is reported in one line and trained anew.
+    ``retrain=True`` trains anew. ``name`` is a plain name, not a path (``check_name``). Every
+    argument is checked once, here (``train.check_fit``), and the checked values go inward. An
+    unwritable folder raises a ValueError before training; a cached file that does not load is
+    reported in one line and trained anew. Ctrl-C or SIGTERM stops training as in ``fit``: the
+    model and history of the finished epochs are returned, and not cached.
     """
-    settings = _settings(make_model(), train_data, fit_kwargs)
+    check_name(name, "name")
+    progress = fit_kwargs.pop("progress", True)
+    plan = check_fit(make_model(), train_data, **fit_kwargs)
+    settings = _settings(make_model(), plan, fit_kwargs)
     folder = cache_dir() / "models" if folder is None else Path(folder).expanduser()
     path = folder / f"{name}-{cache_key(settings)[:12]}.pt"
     if not retrain and path.exists():
@@ -92,7 +98,7 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
                          "or pass folder=<a writable folder>") from None
     torch.manual_seed(fit_kwargs.get("seed", 0))
     model = make_model()
-    history = fit(model, train_data, **fit_kwargs)
+    history = fit_checked(model, plan, progress)
     if history.stopped is None:
         try:
             save(model, path, settings=settings, history=history.as_dict())
@@ -102,17 +108,17 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     return model, history
 
 
-def _settings(model: LatentModel, train_data, fit_kwargs: dict) -> dict:
+def _settings(model: LatentModel, plan: FitPlan, fit_kwargs: dict) -> dict:
     """What a cached model is keyed by, as ``plain`` values: model class and configuration,
-    training and test images, and every setting of ``fit`` but ``progress``."""
-    settings = {"model": type(model).__name__, "config": model.config,
-                "train_data": images_of(train_data),
-                **{k: v for k, v in fit_kwargs.items() if k != "progress"}}
-    if fit_kwargs.get("test_data") is not None:
-        settings["test_data"] = images_of(fit_kwargs["test_data"])
+    training and test images (checked, in ``plan``), and every setting of ``fit`` given in
+    ``fit_kwargs`` (``progress`` taken out); ``images_seen`` counts as the epochs it gives."""
+    settings = {"model": type(model).__name__, "config": model.config, "train_data": plan.x,
+                **fit_kwargs}
+    if plan.test_x is not None:
+        settings["test_data"] = plan.test_x
     if fit_kwargs.get("images_seen") is not None and fit_kwargs.get("epochs") is None:
-        images_seen = settings.pop("images_seen")  # key on the epochs that budget gives
-        settings["epochs"] = epochs_for(images_seen, len(images_of(train_data)))
+        del settings["images_seen"]  # key on the epochs that budget gives
+        settings["epochs"] = plan.epochs
     return plain(settings)
 
 

@@ -11,11 +11,11 @@ Every problem with a file is a ``CheckpointError`` (a ``ValueError``) naming the
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
-import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import describe
+from .checks import check_device, describe
+from .files import atomic_write
 from .models import MODELS, LatentModel
 
 FORMAT = "vaelab-checkpoint"
@@ -146,43 +147,28 @@ def save(model: LatentModel, path: str | os.PathLike, **metadata) -> Path:
     return path
 
 
-def _file_mode(path: Path) -> int:
-    """The mode of the file ``path`` replaces, or what ``open()`` would give a new one."""
-    if path.exists():
-        return stat.S_IMODE(path.stat().st_mode)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _write_atomically(payload: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Serialise ``payload``, check that it loads back, then write it with ``atomic_write``."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
-            raise OSError(f"disk full or not writable: {path} ({_first_line(err)}); "
-                          "any previous file there is unchanged") from err
-        try:
-            torch.load(tmp, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - whatever it is, the file would not load
-            raise TypeError(f"{path} was not written: the checkpoint would not load back "
-                            f"({type(err).__name__}); pass plain metadata") from None
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever it is, the file would not load
+        raise TypeError(f"{path} was not written: the checkpoint would not load back "
+                        f"({type(err).__name__}); pass plain metadata") from None
+    with atomic_write(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentModel:
     """Rebuild the saved model; its metadata is on ``model.metadata`` (a dict). Eval mode.
 
-    A missing file raises FileNotFoundError; any other problem with the file (not a
-    checkpoint, truncated, edited, other objects in it) a ``CheckpointError`` naming it.
+    ``map_location`` is a device this machine has (``"cpu"``, ``"cuda"``, ``"mps"``, a
+    ``torch.device``), checked as ``fit`` checks ``device``. A missing file raises
+    FileNotFoundError; any other problem with the file (not a checkpoint, truncated, edited,
+    other objects in it) a ``CheckpointError`` naming it.
     """
+    map_location = check_device(map_location, "map_location")
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,16 +21,28 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, data, losses, models, train
+from .files import atomic_write
 
 
 class UsageError(Exception):
     """A command line that cannot work: exit code 2."""
 
 
-def _writable_out(out: Path, force: bool) -> Path:
-    """``out`` (``~`` expanded) once it is clear the result can be written there."""
-    out = out.expanduser()
-    if out.exists() and not out.is_dir() and not force:
+def out_file(text: str, force: bool, reading: Path | None = None) -> Path:
+    """``--out`` as a Path (``~`` expanded) once it is clear the result can be written there:
+    not a folder (an existing one, or a name ending in ``/``), not the file being read
+    (``reading``), not an existing file unless ``force``. Otherwise a UsageError."""
+    if not text.strip():
+        raise UsageError("--out is empty; give a file name, e.g. --out "
+                         + ("latents.csv" if reading else "model.pt"))
+    out = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or out.is_dir():
+        raise UsageError(f"--out {text} is a folder; give a file name in it, e.g. "
+                         f"--out {out / ('latents.csv' if reading else 'model.pt')}")
+    if reading is not None and (out.resolve() == reading.resolve()
+                                or out.exists() and reading.exists() and out.samefile(reading)):
+        raise UsageError(f"--out {text} is the checkpoint being encoded; choose another --out")
+    if out.exists() and not force:
         raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
     try:
         return checkpoints.check_writable(out)
@@ -47,7 +62,7 @@ def _make_model(args) -> models.LatentModel:
 
 
 def _train(args) -> int:
-    out = _writable_out(args.out, args.force)
+    out = out_file(args.out, args.force)
     model = _make_model(args)
     train_set = data.load_mnist(True, args.data_root, dataset=args.dataset)
     test_set = data.load_mnist(False, args.data_root, dataset=args.dataset)
@@ -66,46 +81,64 @@ def _train(args) -> int:
                             **settings)
     except train.NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
-        kept = getattr(err, "kept_epoch", len(err.history))
-        if kept == 0:
-            print("nothing saved: no epoch finished with a finite loss", file=sys.stderr)
-            return 1
-        record = {k: v[:kept] if isinstance(v, list) else v
-                  for k, v in err.history.as_dict().items()}
-        path, code = _save(model, out, history=record, **extra)
-        print(f"saved the model as it was after epoch {kept}, with the history of its "
-              f"{kept} epoch(s), to {path}")
-        return 1
+        return _save_kept(model, out, err.history.as_dict(), err.kept_epoch, extra)
+    if history.stopped is not None:  # Ctrl-C or SIGTERM: keep the finished epochs
+        _save_kept(model, out, history.as_dict(), len(history), extra)
+        return 130
     path, code = _save(model, out, history=history.as_dict(), **extra)
-    last = history.test[-1]["total"] if history.test else float("nan")
+    last = history.test[-1]["total"]
     print(f"saved {path} ({len(history)} epochs, test loss {last:.2f} nats per image)")
     return code
 
 
+def _save_kept(model, out: Path, record: dict, kept: int, extra: dict) -> int:
+    """After training stopped early: save the model with the history of its ``kept`` finished
+    epochs (nothing when none finished, so an older ``--out`` is never replaced by an untrained
+    model). Returns 1."""
+    if kept == 0:
+        print(f"nothing saved to {out}: no epoch finished", file=sys.stderr)
+        return 1
+    record = {k: v[:kept] if isinstance(v, list) else v for k, v in record.items()}
+    path, _ = _save(model, out, history=record, **extra)
+    print(f"saved {path}: the model as it was after epoch {kept}, with the history of its "
+          f"{kept} epoch(s)")
+    return 1
+
+
 def _save(model, out: Path, **metadata) -> tuple[Path, int]:
     """Save to ``out``; if that fails after all, to a new temporary folder, and say so.
-    Returns the path written and the exit code (1 when ``out`` could not be written)."""
+    Returns the path written and the exit code (1 when ``out`` could not be written). When
+    the fallback fails too, its folder is removed and the OSError names both paths, both
+    errors first to last."""
     try:
         return checkpoints.save(model, out, **metadata), 0
     except (OSError, ValueError) as err:
-        fallback = Path(tempfile.mkdtemp(prefix="vaelab-")) / out.name
-        checkpoints.save(model, fallback, **metadata)
-        print(f"error: could not write {out} ({_one_line(err)}); the trained model is saved "
-              f"to {fallback} instead", file=sys.stderr)
-        return fallback, 1
+        first = err
+    folder = Path(tempfile.mkdtemp(prefix="vaelab-"))
+    try:
+        fallback = checkpoints.save(model, folder / out.name, **metadata)
+    except (OSError, ValueError) as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise OSError(f"could not write {out} ({_one_line(first)}), nor the fallback "
+                      f"{folder / out.name} ({_one_line(err)}); nothing is saved") from first
+    print(f"error: could not write {out} ({_one_line(first)}); the trained model is saved "
+          f"to {fallback} instead", file=sys.stderr)
+    return fallback, 1
 
 
 def _encode(args) -> int:
-    out = _writable_out(args.out, force=True)
+    out = out_file(args.out, args.force, reading=args.checkpoint.expanduser())
     model = checkpoints.load(args.checkpoint)
     test_set = data.load_mnist(False, args.data_root, dataset=args.dataset)
     mu = model.encode_means(test_set.images)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["label", *(f"mu_{i}" for i in range(model.latent_dim))])
+    for label, row in zip(test_set.labels.tolist(), mu.tolist(), strict=True):
+        writer.writerow([label, *(f"{v:.6g}" for v in row)])
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["label", *(f"mu_{i}" for i in range(model.latent_dim))])
-        for label, row in zip(test_set.labels.tolist(), mu.tolist(), strict=True):
-            writer.writerow([label, *(f"{v:.6g}" for v in row)])
+    with atomic_write(out, "wb") as fh:
+        fh.write(text.getvalue().encode("utf-8"))
     print(f"wrote {len(mu):,} codes to {out}")
     return 0
 
@@ -156,7 +189,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="hidden-layer activation (ae, vae; default: relu)")
     t.add_argument("--beta", type=_number(float, 0.0), default=1.0)
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=_number(int, 0), default=20, help="default: 20")
+    budget.add_argument("--epochs", type=_number(int, 1), default=20, help="default: 20")
     budget.add_argument("--images-seen", type=_number(int, 1), default=None, metavar="N",
                         help="train the fewest whole epochs that show the model N images")
     t.add_argument("--batch-size", type=_number(int, 1), default=128)
@@ -165,7 +198,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--likelihood", choices=list(losses.LIKELIHOODS), default="bernoulli")
     t.add_argument("--anchor-rate", type=_number(float, 0.0), default=0.0)
     t.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
-    t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    t.add_argument("--out", required=True, help="checkpoint file to write (not a folder)")
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
     t.set_defaults(run=_train)
     return t
@@ -180,7 +213,8 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="write label and mu of every test image to a CSV file")
     e.add_argument("checkpoint", type=Path)
-    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--out", required=True, help="CSV file to write (not a folder)")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists")
     e.set_defaults(run=_encode)
 
     st = sub.add_parser("student-notebooks",
@@ -209,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (argparse exits with 2 by itself)."""
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        with train.sigterm_as_interrupt():  # SIGTERM (kill, timeout, a scheduler) is Ctrl-C
+            return args.run(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

