@@ -6,8 +6,8 @@
 * ``rate_distortion`` — a model's mean rate and mean distortion;
 * ``elbo`` and ``importance_weighted_log_likelihood`` — per-image bounds on log p(x) (Burda et
   al. 2015);
-* ``digit_classifier`` and ``read_as`` — which digit an image (a reconstruction, a decoded grid
-  point, a sample) is read as, and with what confidence; ``in_gap`` — which points lie in the
+* ``digit_reader`` and ``read_as`` — which digit an image (a reconstruction, a decoded grid
+  point, a sample) is read as by a small CNN, or "can't read" (-1); ``in_gap`` — which points lie in the
   gaps between codes.
 
 All values are in nats (natural logarithms), per image.
@@ -47,7 +47,6 @@ from sklearn.metrics import mutual_info_score
 from .checks import (
     check_choice,
     check_codes,
-    check_images,
     check_int,
     check_model,
     check_number,
@@ -371,46 +370,28 @@ def importance_weighted_log_likelihood(model, x: torch.Tensor, k: int = 100, *,
 # ---------------------------------------------------------------------------------------------
 # Reading images as digits, and gaps between codes
 
-CLASSIFIER_MAX_IMAGES = 10_000  # digit_classifier fits on at most this many images
+def digit_reader(images, labels, *, test=None, seed: int = 0):
+    """The digit reader the notebooks trust (``vaelab.reader.DigitReader``): a small CNN
+    trained, seeded and cached, on ``images`` ``(N, 1, 28, 28)`` float32 in [0, 1] with their
+    ``labels`` (at most ``reader.MAX_TRAIN`` of them), plus junk pictures labelled *not a
+    digit*. ``test``: ``(images, labels)`` whose accuracy ``reader.describe()`` then states.
+    Use it with ``read_as``: it is how the notebooks check what a decoded image shows."""
+    from .reader import DigitReader
+
+    return DigitReader.train(images, labels, test=test, seed=seed)
 
 
-def digit_classifier(images, labels, *, neighbours: int = 5):
-    """A digit reader fitted on ``images`` ``(N, 1, 28, 28)`` float32 in [0, 1] with ``labels``
-    ``(N,)`` integer digits: scikit-learn's k-nearest-neighbour classifier on the raw pixels
-    (``neighbours`` neighbours, votes weighted by 1/distance), fitted on the first
-    ``CLASSIFIER_MAX_IMAGES`` (10,000) images so its cost does not grow with the data. About
-    93 % of the embedded test images are read correctly when fitted on the embedded subset.
-    Use it with ``read_as``: it is how the notebooks check what a decoded image looks like."""
-    from sklearn.neighbors import KNeighborsClassifier
+def read_as(reader, images) -> tuple[np.ndarray, np.ndarray]:
+    """What ``reader`` (from ``digit_reader``) reads in ``images`` ``(N, 1, 28, 28)`` float32 in
+    [0, 1] (e.g. ``torch.sigmoid`` of decoder logits): ``(digits, confidences)``, both ``(N,)``
+    numpy — the digit read, or ``CANT_READ`` (-1) where the reader sees no digit or its top
+    probability is below its threshold (80 %); the confidence is that top probability."""
+    from .reader import DigitReader
 
-    x = check_images(images, name="images")[:CLASSIFIER_MAX_IMAGES]
-    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"labels must be a 1-D array of integer digits; got {describe(labels)}")
-    y = y[:CLASSIFIER_MAX_IMAGES]
-    if len(y) != len(x):
-        raise ValueError(f"images and labels must describe the same images; got {len(x)} "
-                         f"images and {len(y)} labels")
-    neighbours = check_int(neighbours, "neighbours")
-    if neighbours > len(x):
-        raise ValueError(f"neighbours must be at most the number of images ({len(x)}); got "
-                         f"{neighbours}")
-    return KNeighborsClassifier(neighbours, weights="distance").fit(
-        x.detach().cpu().flatten(1).numpy(), y)
-
-
-def read_as(classifier, images) -> tuple[np.ndarray, np.ndarray]:
-    """What ``classifier`` (from ``digit_classifier``) reads in ``images`` ``(N, 1, 28, 28)``
-    float32 in [0, 1] (e.g. ``torch.sigmoid`` of decoder logits): ``(labels, confidences)``,
-    both ``(N,)`` numpy — the digit read and the share of the (distance-weighted) neighbours'
-    vote it got, in (0, 1]."""
-    if not hasattr(classifier, "predict_proba"):
-        raise TypeError("classifier must be a fitted classifier from "
-                        f"vaelab.metrics.digit_classifier; got {describe(classifier)}")
-    x = check_images(images, name="images").detach().cpu().flatten(1).numpy()
-    proba = classifier.predict_proba(x)
-    best = proba.argmax(1)
-    return classifier.classes_[best], proba[np.arange(len(x)), best]
+    if not isinstance(reader, DigitReader):
+        raise TypeError("reader must be a digit reader from vaelab.metrics.digit_reader; got "
+                        f"{describe(reader)}")
+    return reader.read(images)
 
 
 def in_gap(codes, points, radius: float) -> np.ndarray:
