@@ -1,12 +1,18 @@
 """Each checker passes correct code and names each known mistake with its own message."""
 
+import signal
+import sys
+import threading
+import time
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelab import anchor, losses
+from vaelab import anchor, exercises, losses, metrics, models
 from vaelab.exercises import FAILED, NOT_YET, PASSED, Verdict, check
 from vaelab.models import ConvVAE
 
@@ -143,7 +149,6 @@ def test_reparameterize_names_the_mistake(fn, message, capsys):
 KL_RIGHT = [
     lambda mu, logvar: -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1),
     lambda mu, logvar: (0.5 * (mu**2 + logvar.exp() - 1) - 0.5 * logvar).sum(-1),
-    lambda mu, logvar: losses.kl_divergence(mu, logvar),
 ]
 
 
@@ -268,13 +273,24 @@ def _good_kl(mu, logvar):
 
 VAE_RIGHT = [
     lambda logits, x, mu, logvar, beta: (_rec(logits, x) + beta * _good_kl(mu, logvar)).mean(),
-    lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta).total,
+    lambda logits, x, mu, logvar, beta: _own_terms(logits, x, mu, logvar, beta).total,
 ]
 
 
 @pytest.mark.parametrize("fn", VAE_RIGHT)
 def test_vae_loss_passes(fn, capsys):
     passes(check.vae_loss, fn, capsys)
+
+
+class Terms(NamedTuple):  # the student's own named terms, like losses.LossTerms
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
+def _own_terms(logits, x, mu, logvar, beta):
+    rec, kl = _rec(logits, x).mean(), _good_kl(mu, logvar).mean()
+    return Terms(rec + beta * kl, rec, kl)
 
 
 def _loss(rec=_rec, kl=_good_kl, combine=lambda r, k, b: r + b * k):
@@ -302,12 +318,11 @@ VAE_WRONG = [
      "in the reconstruction term: you averaged over pixels"),
     (_loss(rec=lambda logits, x: _bce(torch.sigmoid(logits), x).flatten(1).sum(1)),
      "in the reconstruction term: sigmoid applied twice"),
-    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta),
-     "named terms"),
-    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta)
-     .total.item(), "a Python number"),
-    (lambda logits, x, mu, logvar, beta: losses.vae_loss(logits, x, mu, logvar, beta)
-     .total.detach(), "cut off from the gradient"),
+    (_own_terms, "you returned a Terms (named terms)"),
+    (lambda logits, x, mu, logvar, beta: _own_terms(logits, x, mu, logvar, beta).total.item(),
+     "a Python number"),
+    (lambda logits, x, mu, logvar, beta: _own_terms(logits, x, mu, logvar, beta).total.detach(),
+     "cut off from the gradient"),
     (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "with β = 3 the loss is off"),
 ]
 
@@ -330,7 +345,7 @@ def _donutness_own(x):
     return (d - s) / (ink.sum(1) + eps)
 
 
-@pytest.mark.parametrize("fn", [anchor.donutness, _donutness_own])
+@pytest.mark.parametrize("fn", [_donutness_own])
 def test_donutness_passes(fn, capsys):
     passes(check.donutness, fn, capsys)
 
@@ -399,8 +414,19 @@ def test_conv_encoder_shapes_passes(fn, capsys):
     passes(check.conv_encoder_shapes, fn, capsys)
 
 
-def test_conv_decoder_shapes_passes(capsys):
-    passes(check.conv_decoder_shapes, lambda: DECODER, capsys)
+def _decoder_by_running():  # runs vaelab's FastConvTranspose2d: the model is fine to run
+    model, shapes = ConvVAE(), []
+    x = model.from_code(torch.zeros(1, model.latent_dim)).view(-1, 1024, 1, 1)
+    for layer in model.decoder:
+        x = layer(x)
+        if isinstance(layer, nn.ConvTranspose2d):
+            shapes.append(tuple(x.shape))
+    return shapes
+
+
+@pytest.mark.parametrize("fn", [lambda: DECODER, _decoder_by_running])
+def test_conv_decoder_shapes_passes(fn, capsys):
+    passes(check.conv_decoder_shapes, fn, capsys)
 
 
 ENCODER_WRONG = [
@@ -506,3 +532,157 @@ def _top2(mi):
 ])
 def test_mig_from_mi_names_the_mistake(fn, message, capsys):
     fails(check.mig_from_mi, fn, message, capsys)
+
+
+# --- the student's call: no vaelab answers, no exit(), a time limit ---------------------------
+
+
+def _mig_and_discretize(mi, entropy):  # the right number, but it also runs vaelab.metrics
+    metrics.discretize(mi)
+    return mig_sorted(mi, entropy)
+
+
+CALLS_VAELAB = [
+    (check.reparameterize, models.reparameterize, "reparameterize"),
+    (check.reparameterize, lambda mu, lv: models.reparameterize(mu, lv), "reparameterize"),
+    (check.gaussian_kl, lambda mu, lv: losses.kl_divergence(mu, lv), "kl_divergence"),
+    (check.gaussian_kl, lambda mu, lv: losses.kl_divergence(mu, lv, per_dim=True).sum(1),
+     "kl_divergence"),
+    (check.gaussian_kl, lambda mu, lv: losses.kl_divergence(mu[:, :2], lv), "kl_divergence"),
+    (check.bernoulli_reconstruction, losses.bernoulli_nll_per_image, "bernoulli_nll_per_image"),
+    (check.bernoulli_reconstruction, lambda logits, x: losses.reconstruction_per_image(logits, x),
+     "reconstruction_per_image"),
+    (check.vae_loss, lambda logits, x, mu, lv, beta: losses.vae_loss(logits, x, mu, lv, beta)
+     .total, "vae_loss"),
+    (check.vae_loss, lambda logits, x, mu, lv, beta: losses.vae_loss(logits, x, mu, lv, beta),
+     "vae_loss"),
+    (check.vae_loss, lambda logits, x, mu, lv, beta: (_rec(logits, x) + beta * losses
+                                                      .kl_divergence(mu, lv)).mean(),
+     "kl_divergence"),
+    (check.donutness, anchor.donutness, "donutness"),
+    (check.donutness, lambda x: anchor.anchor_prior_mean(x, 1.0, 1).squeeze(1),
+     "anchor_prior_mean"),
+    (check.mig_from_mi, _mig_and_discretize, "discretize"),
+]
+
+
+@pytest.mark.parametrize(("checker", "fn", "name"), CALLS_VAELAB,
+                         ids=[f"{c.__name__}-{n}" for c, _, n in CALLS_VAELAB])
+def test_calling_vaelabs_own_answer_fails_and_names_the_function(checker, fn, name, capsys):
+    fails(checker, fn, f"your function calls vaelab's own {name} — the exercise is to write the "
+                       "formula yourself (torch and numpy functions are fine)", capsys)
+
+
+def test_the_watch_is_on_only_during_the_students_call(capsys):
+    seen = []
+
+    def kl(mu, logvar):
+        seen.append(sys.getprofile())
+        return _kl(mu, logvar)
+
+    before = sys.getprofile()
+    passes(check.gaussian_kl, kl, capsys)  # the checker's own losses.kl_divergence is fine
+    assert seen[0] is not None and sys.getprofile() is before
+
+
+def test_a_running_profiler_stays_installed_and_turns_the_watch_off(capsys):
+    events = []
+
+    def profiler(frame, event, arg):
+        events.append(event)
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        ok = check.gaussian_kl(losses.kl_divergence)
+    finally:
+        installed = sys.getprofile()
+        sys.setprofile(previous)
+    assert ok and installed is profiler and "call" in events
+    assert capsys.readouterr().out.startswith(PASSED)
+
+
+def _quits(*args):
+    sys.exit(3)
+
+
+@pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
+def test_exit_in_the_function_is_a_failure_not_the_end(checker, capsys):
+    fails(checker, _quits, "your function called exit() — remove that call", capsys)
+
+
+@pytest.mark.parametrize("quit_", [lambda: exit(), lambda: quit(), lambda: sys.exit()])
+def test_every_kind_of_exit_is_caught(quit_, capsys):
+    fails(check.conv_encoder_shapes, quit_, "your function called exit()", capsys)
+
+
+def _interrupted(*args):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
+def test_ctrl_c_still_stops_the_cell(checker, capsys):
+    handler, profile = signal.getsignal(signal.SIGALRM), sys.getprofile()
+    with pytest.raises(KeyboardInterrupt):
+        checker(_interrupted)
+    assert capsys.readouterr().out == ""
+    assert signal.getsignal(signal.SIGALRM) is handler and sys.getprofile() is profile
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _endless(*args):
+    while True:
+        pass
+
+
+def _endless_and_stubborn(*args):  # an `except Exception` in the loop does not swallow it
+    while True:
+        try:
+            sum(range(10))
+        except Exception:
+            pass
+
+
+@pytest.mark.parametrize("fn", [_endless, _endless_and_stubborn])
+def test_a_function_that_runs_too_long_is_stopped_and_named(fn, monkeypatch, capsys):
+    monkeypatch.setattr(exercises, "TIME_LIMIT_S", 0.2)
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    fails(check.gaussian_kl, fn, "your function ran longer than 0.2 s and was stopped — an "
+                                 "endless loop? or a Python loop over pixels", capsys)
+    assert time.monotonic() - started < 1.5
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_the_time_limit_gives_back_an_outer_timer_and_its_handler(monkeypatch, capsys):
+    monkeypatch.setattr(exercises, "TIME_LIMIT_S", 0.2)
+
+    def outer(signum, frame):
+        raise AssertionError("the outer alarm should not have fired yet")
+
+    previous = signal.signal(signal.SIGALRM, outer)
+    signal.setitimer(signal.ITIMER_REAL, 30.0)
+    try:
+        fails(check.conv_encoder_shapes, _endless, "ran longer than 0.2 s", capsys)
+        passes(check.conv_encoder_shapes, lambda: ENCODER, capsys)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert signal.getsignal(signal.SIGALRM) is outer and 29.0 < left < 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_outside_the_main_thread_the_checker_runs_without_a_time_limit(monkeypatch, capsys):
+    monkeypatch.setattr(exercises, "TIME_LIMIT_S", 0.01)
+    results = []
+
+    def slow_kl(mu, logvar):
+        time.sleep(0.05)
+        return _kl(mu, logvar)
+
+    thread = threading.Thread(target=lambda: results.append(check.gaussian_kl(slow_kl)))
+    thread.start()
+    thread.join()
+    assert results == [True]
+    assert capsys.readouterr().out.startswith(PASSED)

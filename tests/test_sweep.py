@@ -160,3 +160,66 @@ def test_clear_errors(shapes, tmp_path):
         beta_sweep(shapes, [1], [0], make, epochs=1, factors=shapes.values, folder=tmp_path)
     with pytest.raises(TypeError, match="integer indices"):
         beta_sweep(shapes, [1], [0], make, epochs=1, factors=[["a"]], folder=tmp_path)
+
+
+# --- the batched pass (vaelab.batched) ------------------------------------------------------
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("test_data", [False, True])
+def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data):
+    from vaelab import batched, fit
+
+    x = shapes.images[:300]
+    betas, seeds = [0.5, 4.0, 1.0], [0, 1, 2]
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(make())
+    singles = [VAE(**m.config) for m in models]
+    for single, model in zip(singles, models, strict=True):
+        single.load_state_dict(model.state_dict())
+    kw = {"test_data": x[:64]} if test_data else {}
+    histories = batched.fit_many(models, x, betas, seeds, epochs=2, batch_size=64,
+                                 progress=False, test_data=x[:64] if test_data else None)
+    for single, model, beta, seed, history in zip(singles, models, betas, seeds, histories,
+                                                  strict=True):
+        expected = fit(single, x, epochs=2, batch_size=64, beta=beta, seed=seed,
+                       progress=False, **kw)
+        assert torch.allclose(weights(model), weights(single), atol=1e-4, rtol=1e-3)
+        for got, want in zip(history.train, expected.train, strict=True):
+            assert got == pytest.approx(want, rel=1e-4)
+        for got, want in zip(history.test, expected.test, strict=True):
+            assert got == pytest.approx(want, rel=1e-3)  # float rounding, grown over 2 epochs
+
+
+def test_sweep_trains_missing_models_together_and_caches_them_for_train_or_load(
+        shapes, tmp_path, capsys):
+    result = beta_sweep(shapes, [1, 2], [0, 1], make, epochs=1, name="b", folder=tmp_path,
+                        batch_size=64)
+    out = capsys.readouterr().out
+    assert "trained 4 models together in one batched pass" in out and "4 trained" in out
+    model, history = train_or_load("b-beta2-seed1", make, shapes, epochs=1, beta=2.0, seed=1,
+                                   batch_size=64, progress=False, folder=tmp_path)
+    assert history.loaded and torch.equal(weights(model), weights(result.model(2, 1)))
+
+
+def test_a_sweep_the_batched_pass_cannot_train_goes_one_model_at_a_time(shapes, tmp_path, capsys):
+    beta_sweep(shapes, [1, 2], [0], make, epochs=1, name="w", folder=tmp_path, batch_size=64,
+               kl_warmup_epochs=1)
+    out = capsys.readouterr().out
+    assert "batched pass" not in out and out.count("trained β=") == 2
+
+
+def test_fit_many_names_the_model_whose_loss_is_not_finite(shapes):
+    from vaelab import batched
+    from vaelab.train import NonFiniteLossError
+
+    models = [make(), make()]
+    with pytest.raises(NonFiniteLossError,
+                       match=r"model [01] \(β=1, seed=[45]\) reached a loss of"):
+        batched.fit_many(models, shapes.images[:128], [1.0, 1.0], [4, 5], epochs=1,
+                         batch_size=64, lr=1e9, progress=False)

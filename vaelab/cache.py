@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,31 +82,59 @@ def train_or_load(name: str, make_model, train_data, *, retrain: bool = False, f
     reported in one line and trained anew. Ctrl-C or SIGTERM stops training as in ``fit``: the
     model and history of the finished epochs are returned, and not cached.
     """
-    check_name(name, "name")
     progress = fit_kwargs.pop("progress", True)
-    plan = check_fit(make_model(), train_data, **fit_kwargs)
-    settings = _settings(make_model(), plan, fit_kwargs)
-    folder = cache_dir() / "models" if folder is None else Path(folder).expanduser()
-    path = folder / f"{name}-{cache_key(settings)[:12]}.pt"
-    if not retrain and path.exists():
-        cached = _load_cached(path, settings)
+    entry = cache_entry(name, make_model, train_data, folder=folder, **fit_kwargs)
+    if not retrain and entry.path.exists():
+        cached = _load_cached(entry.path, entry.settings)
         if cached is not None:
             return cached
+    check_cache_writable(entry)
+    torch.manual_seed(entry.plan.seed)
+    model = make_model()
+    history = fit_checked(model, entry.plan, progress)
+    if history.stopped is None:
+        store(model, history, entry)
+    return model, history
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """Where ``train_or_load`` keeps one model: its ``path``, the ``settings`` it is keyed by
+    and the checked ``fit`` arguments (``plan``)."""
+
+    path: Path
+    settings: dict
+    plan: FitPlan
+
+
+def cache_entry(name: str, make_model, train_data, *, folder=None, **fit_kwargs) -> CacheEntry:
+    """The cache entry of the model ``train_or_load`` would train with these arguments (all
+    checked here, once)."""
+    check_name(name, "name")
+    model = make_model()
+    plan = check_fit(model, train_data, **fit_kwargs)
+    settings = _settings(model, plan, fit_kwargs)
+    folder = cache_dir() / "models" if folder is None else Path(folder).expanduser()
+    return CacheEntry(folder / f"{name}-{cache_key(settings)[:12]}.pt", settings, plan)
+
+
+def check_cache_writable(entry: CacheEntry) -> None:
+    """Before training for ``entry``: a ValueError saying what to do if its folder is not
+    writable (a read-only cache still serves the models already in it)."""
     try:
-        check_writable(path)
+        check_writable(entry.path)
     except ValueError as err:
         raise ValueError(f"{err}. The model cache needs a writable folder: set VAELAB_CACHE "
                          "or pass folder=<a writable folder>") from None
-    torch.manual_seed(fit_kwargs.get("seed", 0))
-    model = make_model()
-    history = fit_checked(model, plan, progress)
-    if history.stopped is None:
-        try:
-            save(model, path, settings=settings, history=history.as_dict())
-        except (OSError, ValueError) as err:
-            print(f"The trained model is not cached ({err}); it will be trained again next "
-                  "time.")
-    return model, history
+
+
+def store(model: LatentModel, history: History, entry: CacheEntry) -> None:
+    """Save a model trained for ``entry`` to its cache file; a failure is said, not raised
+    (the model is then trained again next time)."""
+    try:
+        save(model, entry.path, settings=entry.settings, history=history.as_dict())
+    except (OSError, ValueError) as err:
+        print(f"The trained model is not cached ({err}); it will be trained again next time.")
 
 
 def _settings(model: LatentModel, plan: FitPlan, fit_kwargs: dict) -> dict:

@@ -17,25 +17,53 @@ hint, never the solution. A checker never raises: a stub that still says
 ``raise NotImplementedError`` gets "not written yet", any other error one line naming it.
 Its result is true only when the function passed, so an nbgrader test cell
 ``assert check.gaussian_kl(gaussian_kl)`` prints the line and fails on a wrong answer.
+
+While the student's function runs, the checker also makes sure that:
+
+* it writes the answer itself: a function that calls vaelab's own answer (any function of
+  ``vaelab.losses``, ``vaelab.anchor`` or ``vaelab.metrics``, or ``models.reparameterize``)
+  fails, and the line names the function it called. Torch and numpy are fine, and so are the
+  given maps ``anchor.donut_map`` and ``anchor.stick_map`` and running ``ConvVAE``'s layers.
+  A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
+  reference answers are computed outside it); while another profiler runs (``%prun``) it is off;
+* ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
+  stops the cell: KeyboardInterrupt passes through);
+* each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
+  bound uses SIGALRM, so it holds only in the main thread on platforms that have it (Linux,
+  macOS; not Windows), and it interrupts Python code, not one long torch operation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
+import signal
+import sys
+import threading
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import anchor, losses, metrics
+from . import anchor, losses, metrics, models
 from .models import ConvVAE
 
-__all__ = ["check", "Checks"]
+__all__ = ["check", "Checks", "TIME_LIMIT_S"]
 
 PASSED, NOT_YET, FAILED = "✅", "✏️", "❌"
+
+TIME_LIMIT_S = 20.0
+"""Longest one call of the student's function may run, in seconds (main thread, SIGALRM)."""
+
+# vaelab's own answers: every function of these modules, and the reparameterisation ...
+ANSWER_FILES = frozenset(m.__file__ for m in (losses, anchor, metrics))
+ANSWER_CODES = frozenset({models.reparameterize.__code__})
+# ... but not the maps that define donutness: they are given (the notebook's solution uses them)
+GIVEN_CODES = frozenset({anchor.donut_map.__code__, anchor.stick_map.__code__})
 
 
 class _Problem(Exception):
@@ -73,15 +101,97 @@ def _hint(e: Exception, signature: str) -> str:
     return "read the message, fix the code and run the cell again"
 
 
-def _call(fn, signature: str, *args):
-    """Call the student's function; turn its errors into one friendly line."""
+class _TimeUp(BaseException):
+    """SIGALRM: the student's function ran past TIME_LIMIT_S (a BaseException, so that an
+    ``except Exception`` in the student's code does not swallow it)."""
+
+
+def _is_answer(code) -> bool:
+    """Whether running ``code`` means running vaelab's own answer to an exercise."""
+    if code in GIVEN_CODES or code.co_name.startswith("<"):  # <module>, <lambda>, <genexpr>
+        return False
+    return code in ANSWER_CODES or code.co_filename in ANSWER_FILES
+
+
+class _Watch:
+    """Notes the first of vaelab's answer functions that is called inside the ``with`` block
+    (a ``sys.setprofile`` hook; off while another profiler is installed)."""
+
+    def __init__(self):
+        self.called: str | None = None
+        self._on = False
+
+    def __enter__(self) -> _Watch:
+        self._on = sys.getprofile() is None  # cProfile's can't be put back with setprofile
+        if self._on:
+            sys.setprofile(self._on_event)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._on:
+            sys.setprofile(None)  # what was there before
+
+    def _on_event(self, frame, event: str, arg) -> None:
+        if event == "call" and self.called is None and _is_answer(frame.f_code):
+            self.called = frame.f_code.co_name
+
+    def verdict(self) -> None:
+        """Raise the failure if the student's function called one of vaelab's answers."""
+        if self.called:
+            raise _Problem(f"your function calls vaelab's own {self.called} — the exercise is "
+                           "to write the formula yourself (torch and numpy functions are fine)")
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise ``_TimeUp`` in the block after ``seconds``: SIGALRM, main thread only (elsewhere,
+    or without SIGALRM, no bound). The previous handler and timer come back afterwards."""
+    if not (seconds and seconds > 0 and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+    armed = True
+
+    def stop(signum, frame):
+        if armed:
+            raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    started = time.monotonic()
+    delay, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return fn(*args)
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if delay > 0:  # an outer timer was running: what was left of it
+            left = max(delay - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
+
+
+def _call(fn, signature: str, *args):
+    """Call the student's function within the time limit, watching for calls into vaelab's
+    answers; turn its errors into one friendly line."""
+    watch = _Watch()
+    try:
+        with _time_limit(TIME_LIMIT_S), watch:
+            out = fn(*args)
     except NotImplementedError as e:
         raise _NotWritten from e
+    except _TimeUp:
+        raise _Problem(f"your function ran longer than {TIME_LIMIT_S:g} s and was stopped — an "
+                       "endless loop? or a Python loop over pixels or images where tensor "
+                       "operations would do it at once") from None
+    except SystemExit:
+        raise _Problem("your function called exit() — remove that call; a function hands "
+                       "back its result with `return`") from None
     except Exception as e:
+        watch.verdict()
         raise _Problem(f"your function raised {type(e).__name__}: {_first_line(e)} — "
                        f"{_hint(e, signature)}") from e
+    watch.verdict()
+    return out
 
 
 class Verdict:
