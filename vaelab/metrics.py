@@ -7,8 +7,8 @@
 * ``elbo`` and ``importance_weighted_log_likelihood`` — per-image bounds on log p(x) (Burda et
   al. 2015);
 * ``digit_reader`` and ``read_as`` — which digit an image (a reconstruction, a decoded grid
-  point, a sample) is read as by a small CNN, or "can't read" (-1); ``in_gap`` — which points lie in the
-  gaps between codes.
+  point, a sample) is read as by a small CNN, or "can't read" (-1); ``in_gap`` — which points
+  lie in the gaps between codes.
 
 All values are in nats (natural logarithms), per image.
 
