@@ -62,3 +62,47 @@ def test_on_other_data_than_the_stored_runs_a_failed_claim_is_printed_not_raised
             expect("every digit owns a region", 0.0, at_least=0.03)
     finally:
         claims.use_data("embedded")
+
+
+# --- the words of a claim -------------------------------------------------------------------
+
+
+def test_about_is_two_sided(full_mode):
+    from vaelab import claims
+
+    claims.about("grid as good", 0.80, 0.84, within=0.05)
+    with pytest.raises(claims.ClaimError):
+        claims.about("grid as good", 0.76, 0.84, within=0.05)
+    with pytest.raises(claims.ClaimError):
+        claims.about("grid as good", 0.92, 0.84, within=0.05)  # too high fails too
+
+
+def test_most_means_more_than_half(full_mode):
+    from vaelab import claims
+
+    claims.most("samples read", 6, 10)
+    with pytest.raises(claims.ClaimError, match="5 of 10"):
+        claims.most("samples read", 5, 10)
+
+
+def test_every_and_none_count(full_mode):
+    from vaelab import claims
+
+    claims.every("all read", 10, 10)
+    claims.none("none in a gap", 0, 64)
+    with pytest.raises(claims.ClaimError, match="9 of 10"):
+        claims.every("all read", 9, 10)
+    with pytest.raises(claims.ClaimError, match="1 of 64"):
+        claims.none("none in a gap", 1, 64)
+    with pytest.raises(ValueError, match="count ≤ total"):
+        claims.most("x", 11, 10)
+
+
+def test_better_needs_a_gap_beyond_the_spread_over_seeds(full_mode):
+    from vaelab import claims
+
+    assert claims.better("higher MIG", [0.30, 0.32, 0.34], [0.05, 0.06, 0.08]) > 0.2
+    with pytest.raises(claims.ClaimError):
+        claims.better("higher ELBO", [-49.6, -49.0, -50.2], [-50.0, -51.5, -48.5])
+    with pytest.raises(ValueError, match="in this run"):
+        claims.better("one seed", [1.0], [0.0])

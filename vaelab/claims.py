@@ -77,3 +77,62 @@ def expect(claim: str, value, *, at_least=None, at_most=None, fmt: str = "{:.3g}
     print(line if holds else f"{line} — not enforced in this run (quick mode, other data "
                              "than the stored run's, or VAELAB_CLAIMS=report)")
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The words of a claim and the check each one needs (notebooks/README.md, "How claims are
+# written"). Each prints the counts or numbers it rests on, as ``expect`` does.
+
+
+def about(claim: str, value, target, *, within, fmt: str = "{:.3g}") -> float:
+    """"About as / similar": ``|value - target| ≤ within``, two-sided (``within`` stated in the
+    text)."""
+    within = check_number(within, "within", minimum=0.0)
+    target = float(target)
+    return expect(f"{claim} (about {fmt.format(target)} ± {fmt.format(within)})", value,
+                  at_least=target - within, at_most=target + within, fmt=fmt)
+
+
+def most(claim: str, count: int, total: int) -> float:
+    """"Most": more than half, ``count > total / 2``; prints "count of total"."""
+    _count_total(count, total)
+    share = count / total
+    return expect(f"{claim}: {count} of {total}", share,
+                  at_least=math.nextafter(0.5, 1.0), fmt="{:.1%}")
+
+
+def every(claim: str, count: int, total: int) -> float:
+    """"Every / all": ``count == total``, with the count printed."""
+    _count_total(count, total)
+    return expect(f"{claim}: {count} of {total}", count, at_least=total, fmt="{:.0f}")
+
+
+def none(claim: str, count: int, total: int) -> float:
+    """"None / no": ``count == 0`` of ``total``, with the count printed."""
+    _count_total(count, total)
+    return expect(f"{claim}: {count} of {total}", count, at_most=0, fmt="{:.0f}")
+
+
+def better(claim: str, higher, lower, *, fmt: str = "{:.3g}") -> float:
+    """"Better / more / sharper": the mean of ``higher`` exceeds the mean of ``lower`` by more
+    than the larger of their standard deviations over seeds (at least 2 seeds each). Returns
+    the difference of the means. For one seed, say "in this run" and use ``expect``."""
+    import numpy as np
+
+    hi, lo = np.asarray(higher, dtype=float), np.asarray(lower, dtype=float)
+    if hi.ndim != 1 or lo.ndim != 1 or len(hi) < 2 or len(lo) < 2:
+        raise ValueError("better() needs one value per seed, at least 2 seeds for each side; "
+                         f"got {hi.shape} and {lo.shape} — with one seed, say 'in this run'")
+    spread = max(hi.std(ddof=1), lo.std(ddof=1))
+    diff = hi.mean() - lo.mean()
+    return expect(f"{claim} (mean {fmt.format(hi.mean())} vs {fmt.format(lo.mean())} over "
+                  f"{len(hi)} and {len(lo)} seeds; spread {fmt.format(spread)})", diff,
+                  at_least=math.nextafter(spread, math.inf), fmt=fmt)
+
+
+def _count_total(count, total) -> None:
+    if not (isinstance(count, (int,)) or hasattr(count, "__index__")) or not (
+            isinstance(total, int) or hasattr(total, "__index__")):
+        raise TypeError(f"count and total must be integers; got {count!r} and {total!r}")
+    if not 0 <= int(count) <= int(total) or int(total) == 0:
+        raise ValueError(f"need 0 ≤ count ≤ total and total ≥ 1; got {count} of {total}")
