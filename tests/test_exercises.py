@@ -686,3 +686,16 @@ def test_outside_the_main_thread_the_checker_runs_without_a_time_limit(monkeypat
     thread.join()
     assert results == [True]
     assert capsys.readouterr().out.startswith(PASSED)
+
+
+def test_a_sum_with_keepdim_over_every_pixel_axis_passes_and_says_how_it_was_read(capsys):
+    def rec(logits, x):  # (N, 1, 1, 1): summed over channel, height and width with keepdim
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(
+            dim=(1, 2, 3), keepdim=True)
+
+    ok, line = verdict(check.bernoulli_reconstruction, rec, capsys)
+    assert ok and line.endswith("(your (N, 1, 1, 1) result was read as (N,))"), line
+
+
+def test_donutness_accepts_a_numpy_array(capsys):
+    passes(check.donutness, lambda x: _donutness_own(x).numpy(), capsys)

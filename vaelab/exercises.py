@@ -264,7 +264,11 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1
     return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol, atol))
 
 
-def _tensor(out, what: str) -> torch.Tensor:
+def _tensor(out, what: str, numpy_ok: bool = False) -> torch.Tensor:
+    """The student's result as a tensor (a numpy array too where ``numpy_ok``: no gradient is
+    needed there), or a ``_Problem`` saying what to return."""
+    if numpy_ok and isinstance(out, np.ndarray) and out.dtype.kind in "fiu":
+        return torch.from_numpy(out.astype(np.float64, copy=False))
     if isinstance(out, tuple) and hasattr(out, "_fields"):
         raise _Problem(f"you returned a {type(out).__name__} (named terms); return only {what}")
     if not isinstance(out, torch.Tensor):
@@ -294,18 +298,16 @@ def _match(out: torch.Tensor, variants, rtol: float = 1e-3) -> str | None:
     return None
 
 
-KEEPDIM_NOTE = " (your (N, 1) result was read as (N,))"
-
-
 def _per_image(out: torch.Tensor, ref: torch.Tensor, what: str,
                reduce_hint: str) -> tuple[torch.Tensor, str]:
-    """``out`` with the ``(N,)`` shape of ``ref`` and a note for the praise; an ``(N, 1)``
-    result (a sum with keepdim=True) is squeezed. Complain helpfully about any other shape."""
+    """``out`` with the ``(N,)`` shape of ``ref`` and a note for the praise; an ``(N, 1)`` or
+    ``(N, 1, 1, 1)`` result (a sum with keepdim=True) is flattened. Complain helpfully about
+    any other shape."""
     n = len(ref)
     if out.shape == ref.shape:
         return out, ""
-    if out.shape == (n, 1):
-        return out.squeeze(1), KEEPDIM_NOTE
+    if out.dim() > 1 and out.shape[0] == n and out.numel() == n:
+        return out.reshape(n), f" (your (N{', 1' * (out.dim() - 1)}) result was read as (N,))"
     if out.numel() == 1:
         v = out.detach().reshape(())
         if _close(v, ref.sum()):
@@ -674,7 +676,7 @@ class Checks:
         x = torch.stack([donut, stick, 0.5 * donut, ((donut + stick) > 0).float(), noise,
                          0.8 * noise * stick + 0.2 * donut]).unsqueeze(1)
         ref = anchor.donutness(x)
-        out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores")
+        out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
         out, note = _per_image(out, ref, "one score per image", "reduce each image to one number")
         _finite(out, "divide by each image's total ink")
         if not _close(out, ref, atol=1e-3):
@@ -689,7 +691,8 @@ class Checks:
                                f"yours give {out[0].item():.2f} and {out[1].item():.2f}")
             raise _Problem("the scores are off — compare yours with the notebook's definition "
                            "on the donut map alone and on the stick map alone")
-        blank = _tensor(_call(fn, "fn(x)", torch.zeros(2, 1, 28, 28)), "the scores")
+        blank = _tensor(_call(fn, "fn(x)", torch.zeros(2, 1, 28, 28)), "the scores",
+                        numpy_ok=True)
         _finite(blank, "a blank image gives 0/0 — add a small eps (1e-8) to the total ink")
         blank = blank.detach().reshape(-1)
         if blank.shape != (2,) or (blank != 0).any():
