@@ -99,7 +99,7 @@ def output_axis(name: str, shape) -> int:
 
 def quantise_int8(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """``(q, scale)``: int8 ``q`` and one float32 ``scale`` per index of ``axis`` with
-    ``values ≈ q × scale`` (symmetric, max |value| → 127)."""
+    ``values ≈ q × scale`` (symmetric: the largest magnitude maps to 127)."""
     moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
     scale = np.abs(moved).max(axis=1) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
