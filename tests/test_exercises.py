@@ -699,3 +699,16 @@ def test_a_sum_with_keepdim_over_every_pixel_axis_passes_and_says_how_it_was_rea
 
 def test_donutness_accepts_a_numpy_array(capsys):
     passes(check.donutness, lambda x: _donutness_own(x).numpy(), capsys)
+
+
+@pytest.mark.parametrize("noise", [
+    lambda mu: torch.randn_like(mu).clamp(-2.2, 2.2) / 0.96,
+    lambda mu: 2 * (torch.rand_like(mu) + torch.rand_like(mu) + torch.rand_like(mu) - 1.5),
+], ids=["clipped", "sum-of-uniforms"])
+def test_reparameterize_rejects_noise_with_mean_0_and_variance_1_that_is_not_normal(noise,
+                                                                                    capsys):
+    def fn(mu, logvar):
+        return mu + torch.exp(0.5 * logvar) * noise(mu)
+
+    ok, line = verdict(check.reparameterize, fn, capsys)
+    assert not ok and "not normally distributed" in line, line
