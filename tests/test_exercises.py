@@ -712,3 +712,24 @@ def test_reparameterize_rejects_noise_with_mean_0_and_variance_1_that_is_not_nor
 
     ok, line = verdict(check.reparameterize, fn, capsys)
     assert not ok and "not normally distributed" in line, line
+
+
+@pytest.mark.parametrize("fn", [
+    lambda lg, x: torch.tensor(F.binary_cross_entropy_with_logits(lg, x, reduction="none")
+                               .flatten(1).sum(1).detach().numpy(), requires_grad=True),
+    lambda lg, x: F.binary_cross_entropy_with_logits(lg, x, reduction="none").flatten(1).sum(1)
+    .detach().requires_grad_(),
+    lambda lg, x: (F.softplus(lg) - x * lg.detach()).flatten(1).sum(1),  # the wrong gradient
+], ids=["numpy-then-requires_grad", "detach-then-requires_grad", "a-constant-in-place"])
+def test_a_result_with_the_right_values_but_not_the_gradient_fails(fn, capsys):
+    ok, line = verdict(check.bernoulli_reconstruction, fn, capsys)
+    assert not ok and "the gradient is not" in line, line
+
+
+def test_a_kl_rebuilt_after_numpy_fails(capsys):
+    def kl(mu, lv):
+        value = (0.5 * (mu ** 2 + lv.exp() - lv - 1)).sum(1).detach().numpy()
+        return torch.tensor(value, requires_grad=True)
+
+    ok, line = verdict(check.gaussian_kl, kl, capsys)
+    assert not ok and "the gradient is not" in line, line

@@ -301,6 +301,22 @@ def _needs_grad(out: torch.Tensor) -> None:
                        "torch.no_grad?) — training needs gradients to flow through it")
 
 
+def _same_gradient(out: torch.Tensor, inputs: list[torch.Tensor], reference) -> None:
+    """The gradient of ``out.sum()`` with respect to ``inputs`` (the leaves the student's
+    function got) must be the reference function's: a result rebuilt with
+    ``requires_grad_()`` after numpy, ``.detach()`` or ``torch.no_grad()`` has the right values
+    but no gradient, and one with a constant in the wrong place the wrong gradient."""
+    _needs_grad(out)
+    got = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    want = torch.autograd.grad(reference(*leaves).sum(), leaves)
+    if any(g is None or not _close(g, w, atol=1e-3) for g, w in zip(got, want, strict=True)):
+        raise _Problem("the values are right but the gradient is not — the result must be "
+                       "computed from the inputs with torch operations all the way (no numpy, "
+                       ".detach() or torch.no_grad() on the way, and no input treated as a "
+                       "constant)")
+
+
 def _match(out: torch.Tensor, variants, rtol: float = 1e-3) -> str | None:
     """The message of the first ``(value, message)`` variant that ``out`` equals, else None."""
     for value, message in variants:
@@ -580,8 +596,8 @@ class Checks:
         """Check ``fn(mu, logvar) -> (N,)``: KL(N(μ, σ²) || N(0, I)) summed over dimensions."""
         mu, logvar = _gaussian_inputs()
         ref = losses.kl_divergence(mu, logvar)
-        out = _tensor(_call(fn, "fn(mu, logvar)", mu.clone().requires_grad_(),
-                            logvar.clone().requires_grad_()), "the KL per image")
+        leaves = [mu.clone().requires_grad_(), logvar.clone().requires_grad_()]
+        out = _tensor(_call(fn, "fn(mu, logvar)", *leaves), "the KL per image")
         out, note = _per_image(out, ref, "one KL per image",
                                "sum over the latent dimensions (dim=1)")
         _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
@@ -599,7 +615,7 @@ class Checks:
             raise _Problem("the KL per image is off (though 0 for the prior itself) — "
                            "rederive one latent dimension's term from the notebook and check "
                            "how μ, σ² = exp(logvar) and log σ² = logvar each enter it")
-        _needs_grad(out)
+        _same_gradient(out, leaves, losses.kl_divergence)
         return "KL per image matches the closed form (and is 0 for the prior itself)" + note
 
     @staticmethod
@@ -608,7 +624,8 @@ class Checks:
         """Check ``fn(logits, x) -> (N,)``: Bernoulli −log p(x|z) in nats, summed over pixels."""
         logits, x = _image_inputs()
         ref = losses.bernoulli_nll_per_image(logits, x)
-        out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
+        leaf = logits.clone().requires_grad_()
+        out = _tensor(_call(fn, "fn(logits, x)", leaf, x.clone()),
                       "the reconstruction term per image")
         out, note = _per_image(out, ref, "−log p(x|z) per image",
                                "sum over the pixels (flatten(1).sum(1))")
@@ -620,7 +637,7 @@ class Checks:
                 raise _Problem(message)
             raise _Problem("the values are off — the term is the binary cross-entropy between "
                            "the images and sigmoid(logits), summed over pixels")
-        _needs_grad(out)
+        _same_gradient(out, [leaf], lambda lg: losses.bernoulli_nll_per_image(lg, x))
         return ("binary cross-entropy on logits, summed over pixels, one number per image"
                 + note)
 
