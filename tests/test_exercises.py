@@ -570,7 +570,7 @@ CALLS_VAELAB = [
                          ids=[f"{c.__name__}-{n}" for c, _, n in CALLS_VAELAB])
 def test_calling_vaelabs_own_answer_fails_and_names_the_function(checker, fn, name, capsys):
     fails(checker, fn, f"your function calls vaelab's own {name} — the exercise is to write the "
-                       "formula yourself (torch and numpy functions are fine)", capsys)
+                       "formula yourself (torch and numpy operations are fine)", capsys)
 
 
 def test_the_watch_is_on_only_during_the_students_call(capsys):
@@ -732,4 +732,32 @@ def test_a_kl_rebuilt_after_numpy_fails(capsys):
         return torch.tensor(value, requires_grad=True)
 
     ok, line = verdict(check.gaussian_kl, kl, capsys)
+    assert not ok and "the gradient is not" in line, line
+
+
+def test_gaussian_kl_refuses_torch_distributions_kl(capsys):
+    from torch.distributions import Normal, kl_divergence
+
+    def kl(mu, lv):
+        return kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).sum(1)
+
+    ok, line = verdict(check.gaussian_kl, kl, capsys)
+    assert not ok and "torch.distributions' kl_divergence" in line, line
+
+
+def _vae_loss_with(rec_in, mu_in, lv_in):
+    def fn(logits, x, mu, logvar, beta):
+        rec = F.binary_cross_entropy_with_logits(rec_in(logits), x, reduction="none")
+        kl = 0.5 * (mu_in(mu) ** 2 + lv_in(logvar).exp() - logvar - 1)
+        return (rec.flatten(1).sum(1) + beta * kl.sum(1)).mean()
+    return fn
+
+
+@pytest.mark.parametrize("fn", [
+    _vae_loss_with(lambda t: t.detach(), lambda t: t, lambda t: t),
+    _vae_loss_with(lambda t: t, lambda t: t.detach(), lambda t: t),
+    _vae_loss_with(lambda t: t, lambda t: t, lambda t: t.detach()),
+], ids=["decoder-cut", "mu-cut", "exp-logvar-constant"])
+def test_vae_loss_with_a_cut_gradient_fails(fn, capsys):
+    ok, line = verdict(check.vae_loss, fn, capsys)
     assert not ok and "the gradient is not" in line, line

@@ -106,19 +106,27 @@ class _TimeUp(BaseException):
     ``except Exception`` in the student's code does not swallow it)."""
 
 
-def _is_answer(code) -> bool:
-    """Whether running ``code`` means running vaelab's own answer to an exercise."""
+# torch's closed-form KL answers the KL exercise in one call (gaussian_kl forbids it; the
+# other exercises may use it)
+TORCH_KL_FILE = torch.distributions.kl.__file__
+
+
+def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
+    """Whether running ``code`` means running vaelab's own answer to an exercise (or a
+    function in ``extra_files``, which this exercise forbids too)."""
     if code in GIVEN_CODES or code.co_name.startswith("<"):  # <module>, <lambda>, <genexpr>
         return False
-    return code in ANSWER_CODES or code.co_filename in ANSWER_FILES
+    return (code in ANSWER_CODES or code.co_filename in ANSWER_FILES
+            or code.co_filename in extra_files)
 
 
 class _Watch:
     """Notes the first of vaelab's answer functions that is called inside the ``with`` block
     (a ``sys.setprofile`` hook; off while another profiler is installed)."""
 
-    def __init__(self):
+    def __init__(self, forbid: frozenset = frozenset()):
         self.called: str | None = None
+        self.forbid = forbid
         self._on = False
 
     def __enter__(self) -> _Watch:
@@ -132,14 +140,16 @@ class _Watch:
             sys.setprofile(None)  # what was there before
 
     def _on_event(self, frame, event: str, arg) -> None:
-        if event == "call" and self.called is None and _is_answer(frame.f_code):
-            self.called = frame.f_code.co_name
+        if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
+            code = frame.f_code
+            self.called = (f"torch.distributions' {code.co_name}" if code.co_filename ==
+                           TORCH_KL_FILE else f"vaelab's own {code.co_name}")
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
         if self.called:
-            raise _Problem(f"your function calls vaelab's own {self.called} — the exercise is "
-                           "to write the formula yourself (torch and numpy functions are fine)")
+            raise _Problem(f"your function calls {self.called} — the exercise is to write the "
+                           "formula yourself (torch and numpy operations are fine)")
 
 
 @contextlib.contextmanager
@@ -170,10 +180,10 @@ def _time_limit(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
-def _call(fn, signature: str, *args):
+def _call(fn, signature: str, *args, forbid: frozenset = frozenset()):
     """Call the student's function within the time limit, watching for calls into vaelab's
-    answers; turn its errors into one friendly line."""
-    watch = _Watch()
+    answers (and the files in ``forbid``); turn its errors into one friendly line."""
+    watch = _Watch(forbid)
     try:
         with _time_limit(TIME_LIMIT_S), watch:
             out = fn(*args)
@@ -597,7 +607,8 @@ class Checks:
         mu, logvar = _gaussian_inputs()
         ref = losses.kl_divergence(mu, logvar)
         leaves = [mu.clone().requires_grad_(), logvar.clone().requires_grad_()]
-        out = _tensor(_call(fn, "fn(mu, logvar)", *leaves), "the KL per image")
+        out = _tensor(_call(fn, "fn(mu, logvar)", *leaves, forbid=frozenset({TORCH_KL_FILE})),
+                      "the KL per image")
         out, note = _per_image(out, ref, "one KL per image",
                                "sum over the latent dimensions (dim=1)")
         _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
@@ -654,10 +665,10 @@ class Checks:
         recs = [(rec_ref, None)] + _bernoulli_variants(logits, x)
         kls = [(kl_ref, None)] + _kl_variants(mu, logvar)
         for beta in (3.0, 1.0, 0.25):
-            out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)",
-                                logits.clone().requires_grad_(), x.clone(),
-                                mu.clone().requires_grad_(), logvar.clone().requires_grad_(),
-                                beta), "the loss")
+            leaves = [logits.clone().requires_grad_(), mu.clone().requires_grad_(),
+                      logvar.clone().requires_grad_()]
+            out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", leaves[0], x.clone(),
+                                *leaves[1:], beta), "the loss")
             ref = losses.vae_loss(logits, x, mu, logvar, beta=beta).total
             if out.numel() != 1:
                 if out.shape == (n,) and _close(out.detach().mean(), ref):
@@ -688,7 +699,8 @@ class Checks:
             raise _Problem(message or f"with β = {beta:g} the loss is off — it is the batch "
                            "mean of reconstruction + β·KL; check the terms with "
                            "check.bernoulli_reconstruction and check.gaussian_kl")
-        _needs_grad(out)
+        _same_gradient(out, leaves,
+                       lambda lg, m, lv: losses.vae_loss(lg, x, m, lv, beta=beta).total)
         return "batch mean of reconstruction + β·KL, for β = 0.25, 1 and 3"
 
     @staticmethod
