@@ -243,19 +243,30 @@ def _check_cells(nb, name: str) -> None:
 
 
 def _student_tags(cell, stubbed: set[str]) -> None:
-    """Tag cells that will fail until the student has written the exercise ``raises-exception``
-    (nbval then runs the student copies without failing)."""
-    meta = cell.metadata.get("nbgrader", {})
-    calls = meta.get("grade") and cell.cell_type == "code"
-    if not calls and meta.get("solution") and cell.cell_type == "code":
-        tree = ast.parse(cell.source)
-        others = [s for s in tree.body if not isinstance(
-            s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Import, ast.ImportFrom))]
-        calls = any(isinstance(n, ast.Name) and n.id in stubbed
-                    for s in others for n in ast.walk(s))
+    """Tag every code cell that will fail until the student has written the exercise
+    ``raises-exception`` (nbval then runs the student copies without failing): the check cells,
+    and any other cell that uses a stubbed function outside its own definition."""
+    if cell.cell_type != "code":
+        return
+    calls = bool(cell.metadata.get("nbgrader", {}).get("grade")) or _uses(cell.source, stubbed)
     tags = cell.metadata.get("tags", [])
     if calls and RAISES_TAG not in tags:
         cell.metadata["tags"] = [*tags, RAISES_TAG]
+
+
+def _uses(source: str, names: set[str]) -> bool:
+    """Whether ``source`` (IPython magics and shell lines skipped) uses one of ``names``
+    outside the definitions of those functions."""
+    lines = ["pass" if line.lstrip().startswith(("%", "!")) else line
+             for line in source.splitlines()]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return False
+    others = [s for s in tree.body if not (
+        isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name in names)
+        and not isinstance(s, (ast.Import, ast.ImportFrom))]
+    return any(isinstance(n, ast.Name) and n.id in names for s in others for n in ast.walk(s))
 
 
 def _note(source_name: str, with_id: bool) -> dict:
