@@ -63,7 +63,8 @@ def test_style_is_set_in_one_place():
     assert viz.IMAGE_STYLE == {"cmap": "gray", "vmin": 0.0, "vmax": 1.0,
                                "interpolation": "nearest"}
     assert [viz.z_name(i) for i in (0, 1, 9)] == ["z₁", "z₂", "z₁₀"]
-    assert [viz.fmt_value(v) for v in (-3, -0.04, 0.0, 2.25)] == ["−3.0", "0.0", "0.0", "2.2"]
+    assert [viz.fmt_value(v) for v in (-3, -0.04, -0.001, 0.0, 2.25, 0.75)] == [
+        "−3.0", "−0.04", "0.0", "0.0", "2.25", "0.75"]  # a traversal's ±2.25 is not "2.2"
 
 
 def test_show_images_tiles_with_make_grid(data):

@@ -57,8 +57,10 @@ def z_name(i: int) -> str:
 
 
 def fmt_value(v: float) -> str:
-    """A latent value as a tick label: one decimal, a real minus sign, never ``-0.0``."""
-    return f"{round(float(v), 1) + 0.0:.1f}".replace("-", "−")
+    """A latent value as a tick label: at most two decimals, at least one (2.25, 0.75, 1.5,
+    3.0), a real minus sign, never ``-0.0``."""
+    text = f"{round(float(v), 2) + 0.0:.2f}"
+    return (text[:-1] if text.endswith("0") else text).replace("-", "−")
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -308,10 +310,12 @@ def _check_dims(dims, L: int, want: int | None = None) -> list[int]:
     return dims
 
 
-def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None) -> Figure:
+def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None,
+                   title: str | None = None) -> Figure:
     """One row per latent coordinate: that coordinate runs over [-lim, lim] in ``steps`` values,
     the others stay at ``base`` (a code or one image; default zeros). ``dims`` picks the rows
-    (default all). Rows are labelled z₁ … z_L, columns with the values."""
+    (default all). Rows are labelled z₁ … z_L, columns with the values; ``title`` replaces the
+    default title (say which model it is)."""
     check_model(model)
     steps = check_int(steps, "steps", minimum=2)
     lim = check_number(lim, "lim", above=0.0)
@@ -333,7 +337,7 @@ def traversal_grid(model, base=None, lim: float = 3.0, steps: int = 9, dims=None
     ax.tick_params(axis="y", length=0)
     ax.set_xlabel("value of the coordinate in that row")
     held = "0" if base is None else "the base code"
-    ax.set_title(f"Traversals: one coordinate per row, the others at {held}")
+    ax.set_title(title or f"Traversals: one coordinate per row, the others at {held}")
     return fig
 
 
