@@ -380,6 +380,22 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, x
 
 
+def _stable_on_large_logits(fn) -> None:
+    """A trained decoder gives logits of ±40 and beyond far from its codes, where sigmoid rounds
+    to exactly 0 or 1 in float32: the reconstruction term must stay finite and right there."""
+    g = torch.Generator().manual_seed(3)
+    logits = 40 * torch.randn(2, 1, 28, 28, generator=g).sign()
+    x = torch.rand(2, 1, 28, 28, generator=g)
+    out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
+                  "the reconstruction term per image").detach().reshape(-1)
+    if out.shape != (2,) or not _close(out, losses.bernoulli_nll_per_image(logits, x),
+                                       rtol=1e-4, atol=1e-2):
+        raise _Problem("right on moderate logits but not on logits of ±40, which a trained "
+                       "decoder gives far from its codes (there sigmoid rounds to 0 or 1 and "
+                       "its log is −inf or clipped) — work with the logits: "
+                       "F.binary_cross_entropy_with_logits")
+
+
 def _kl_variants(mu, logvar):
     """Known wrong KL formulas, ``(N,)`` each, with what to say."""
     ref = losses.kl_divergence(mu, logvar)
@@ -655,6 +671,7 @@ class Checks:
             raise _Problem("the values are off — the term is the binary cross-entropy between "
                            "the images and sigmoid(logits), summed over pixels")
         _same_gradient(out, [leaf], lambda lg: losses.bernoulli_nll_per_image(lg, x))
+        _stable_on_large_logits(fn)
         return ("binary cross-entropy on logits, summed over pixels, one number per image"
                 + note)
 
