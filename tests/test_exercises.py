@@ -321,7 +321,7 @@ VAE_WRONG = [
      "a Python number"),
     (lambda logits, x, mu, logvar, beta: _own_terms(logits, x, mu, logvar, beta).total.detach(),
      "cut off from the gradient"),
-    (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "with β = 3 the loss is off"),
+    (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "with β = 2.5 the loss is off"),
 ]
 
 
@@ -796,3 +796,22 @@ def test_reparameterize_needs_fresh_noise_on_every_call(capsys):
 def test_a_reconstruction_that_breaks_on_large_logits_fails_and_says_why(fn, capsys):
     ok, line = verdict(check.bernoulli_reconstruction, fn, capsys)
     assert not ok and "logits of ±40" in line, line
+
+
+def test_vae_loss_breaking_on_large_logits_fails(capsys):
+    def fn(l, x, mu, lv, beta):
+        rec = -(x * torch.log(torch.sigmoid(l)) + (1 - x) * torch.log(1 - torch.sigmoid(l)))
+        kl = 0.5 * (mu ** 2 + lv.exp() - lv - 1).sum(1)
+        return (rec.flatten(1).sum(1) + beta * kl).mean()
+
+    ok, line = verdict(check.vae_loss, fn, capsys)
+    assert not ok and "logits of ±40" in line, line
+
+
+def test_vae_loss_with_the_kl_averaged_over_latents_gets_that_hint(capsys):
+    def fn(l, x, mu, lv, beta):
+        rec = F.binary_cross_entropy_with_logits(l, x, reduction="none").flatten(1).sum(1)
+        return (rec + beta * 0.5 * (mu ** 2 + lv.exp() - lv - 1).mean(1)).mean()
+
+    ok, line = verdict(check.vae_loss, fn, capsys)
+    assert not ok and "β has no effect" not in line, line
