@@ -149,7 +149,7 @@ class _Watch:
         """Raise the failure if the student's function called one of vaelab's answers."""
         if self.called:
             raise _Problem(f"your function calls {self.called} — the exercise is to write the "
-                           "formula yourself (torch and numpy operations are fine)")
+                           "formula yourself")
 
 
 @contextlib.contextmanager
@@ -368,6 +368,18 @@ def _gaussian_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     logvar = torch.tensor([[0.0, 0.0, 0.0], [-1.0, 0.5, 1.2], [0.8, -0.6, 1.1],
                            [1.5, -2.0, 0.9]])
     return mu, logvar
+
+
+def _any_latent_size(fn) -> None:
+    """The KL must be right for another number of latents too (5, not the 3 of the main test),
+    so a constant such as the 3 of ``mean(1) * 3`` shows."""
+    g = torch.Generator().manual_seed(4)
+    mu, logvar = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    out = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone(),
+                        forbid=frozenset({TORCH_KL_FILE})), "the KL per image")
+    if not _close(out.detach().reshape(-1), losses.kl_divergence(mu, logvar)):
+        raise _Problem("right for 3 latent dimensions but not for 5 — sum over however many "
+                       "dimensions mu has (dim=1), with no number of dimensions written in")
 
 
 def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -651,6 +663,7 @@ class Checks:
                            "rederive one latent dimension's term from the notebook and check "
                            "how μ, σ² = exp(logvar) and log σ² = logvar each enter it")
         _same_gradient(out, leaves, losses.kl_divergence)
+        _any_latent_size(fn)
         return "KL per image matches the closed form (and is 0 for the prior itself)" + note
 
     @staticmethod
