@@ -11,6 +11,10 @@ Runs, in one process and on the same images:
 * the machine's float32 matrix-multiply throughput (best of several 2048×2048 products),
 * page faults for a freshly allocated 16 MiB buffer, before and after
   ``vaelab.fast.keep_freed_memory()`` (Linux/glibc; fit calls it on the CPU),
+* seconds per epoch of ``vaelab.fit`` on a quiet machine and with one competing busy-loop
+  process (``python -c "while True: pass"``, a stand-in for a browser drawing a page or another
+  notebook), with torch's thread count kept (``vaelab.fast.tune_threads = False``: plain torch)
+  and with vaelab's ``ThreadTuner``, side by side, quiet and busy runs alternating,
 
 and prints, for ``VAE(latent_dim=20)`` and ``ConvVAE(latent_dim=10)``:
 
@@ -18,9 +22,12 @@ and prints, for ``VAE(latent_dim=20)`` and ``ConvVAE(latent_dim=10)``:
 * FLOP ratio = vaelab seconds per epoch / (training FLOPs per epoch / matmul throughput), with
   training FLOPs = 3 × the forward FLOPs counted by ``torch.utils.flop_counter`` (goal: <= 2);
 * test loss (negative ELBO, nats per image, same evaluator) after the same number of epochs,
-  mean ± std over seeds, for both loops started from the same weights.
+  mean ± std over seeds, for both loops started from the same weights;
+* busy / quiet = seconds per epoch with the competing process / without it (goal: <= 1.5 with
+  vaelab's setting, on a 2-core machine), the training loss both settings reach from the same
+  weights, and the thread counts the tuner ran its steps with.
 
-Usage: ``python benchmarks/bench_training.py [--quick] [--root FOLDER_WITH_MNIST]``.
+Usage: ``python benchmarks/bench_training.py [--quick] [--root FOLDER_WITH_MNIST] [--busy-only]``.
 Images: full MNIST when its files are under ``--root``; otherwise the embedded 4,000-image
 subset, written to IDX files in a temporary folder so the classic loop reads it with torchvision.
 """
@@ -28,13 +35,18 @@ subset, written to IDX files in a temporary folder so the classic loop reads it 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
+import os
 import platform
 import resource
 import statistics
 import struct
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,6 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 import vaelab
+from vaelab import fast
 from vaelab.fast import keep_freed_memory
 from vaelab.models import VAE, ConvVAE
 
@@ -184,17 +197,107 @@ def compare(name, make_model, x, loader, test_x, *, timed_epochs, loss_epochs, s
     return speedups, t_ours / bound
 
 
+@contextmanager
+def competing_process(busy: bool):
+    """Within the block, with ``busy``, one more process keeps a core busy (a Python busy loop);
+    it is killed afterwards."""
+    if not busy:
+        yield
+        return
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # running before the first step
+        yield
+    finally:
+        loop.kill()
+        loop.wait()
+
+
+class CountingTuner(fast.ThreadTuner):
+    """vaelab's tuner, counting the steps it runs at each thread count."""
+
+    steps = collections.Counter()
+
+    def step(self, seconds: float) -> None:
+        CountingTuner.steps[self.threads] += 1
+        super().step(seconds)
+
+
+def busy_and_quiet(name, make_model, x, *, epochs, rounds) -> dict:
+    """Median seconds per epoch of ``vaelab.fit`` (the first epoch of each fit is a warm-up) for
+    each (setting, busy) pair, alternating quiet and busy runs and the order of the settings."""
+    torch.manual_seed(0)
+    start = make_model().state_dict()
+    seconds, loss, counts = collections.defaultdict(list), {}, {}
+    tuner, tune_threads, fast.ThreadTuner = fast.ThreadTuner, fast.tune_threads, CountingTuner
+    try:
+        for r in range(rounds):
+            for busy in (False, True):
+                with competing_process(busy):
+                    for tune in (False, True) if r % 2 == 0 else (True, False):
+                        fast.tune_threads = tune
+                        CountingTuner.steps = collections.Counter()
+                        model = make_model()
+                        model.load_state_dict(start)
+                        history = vaelab.fit(model, x, epochs=epochs + 1, progress=False,
+                                             device="cpu")
+                        seconds[tune, busy] += history.seconds[1:]
+                        loss[tune] = history.train[-1]["total"]
+                        if tune:
+                            counts[busy] = counts.get(busy, collections.Counter()) + \
+                                CountingTuner.steps
+    finally:
+        fast.ThreadTuner, fast.tune_threads = tuner, tune_threads
+    t = {key: statistics.median(v) for key, v in seconds.items()}
+    n = epochs * rounds
+    print(f"\n{name}, {len(x):,} images, seconds per epoch (median of {n} epoch{'s' * (n > 1)} "
+          f"each, after a warm-up epoch):")
+    print(f"  {'':28s} {'quiet':>8s} {'busy':>8s} {'busy / quiet':>13s}")
+    for tune, label in ((False, f"torch defaults ({torch.get_num_threads()} threads)"),
+                        (True, "vaelab (tuned threads)")):
+        print(f"  {label:28s} {t[tune, False]:8.3f} {t[tune, True]:8.3f} "
+              f"{t[tune, True] / t[tune, False]:12.2f}×")
+    print(f"  vaelab / torch defaults: quiet {t[True, False] / t[False, False]:.2f}×, "
+          f"busy {t[True, True] / t[False, True]:.2f}×; training loss after {epochs + 1} "
+          f"epochs: torch defaults {loss[False]:.4f}, vaelab {loss[True]:.4f}")
+    shares = ["; ".join(f"{k} thread{'s' * (k > 1)} {c / sum(counts[busy].values()):.0%}"
+                        for k, c in sorted(counts[busy].items())) for busy in (False, True)]
+    print(f"  steps the tuner ran at each thread count: quiet {shares[0]}; busy {shares[1]}")
+    return {setting: t[tune, True] / t[tune, False]
+            for tune, setting in ((False, "torch"), (True, "vaelab"))}
+
+
+def report_busy(train_images, quick: bool, skip_conv: bool) -> dict:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nOne competing busy-loop process: {fast.usable_cores()} usable cores, torch "
+          f"{torch.get_num_threads()} threads; 1-minute load average before: {load:.2f}"
+          f"{' (other programs are running: quiet is not quiet)' if load > 0.5 else ''}")
+    ratios = {"VAE(latent_dim=20)": busy_and_quiet(
+        "VAE(latent_dim=20)", lambda: VAE(20), train_images, epochs=2 if quick else 4,
+        rounds=1 if quick else 2)}
+    if not skip_conv:
+        ratios["ConvVAE(latent_dim=10)"] = busy_and_quiet(
+            "ConvVAE(latent_dim=10)", lambda: ConvVAE(10), train_images[:1024],
+            epochs=2 if quick else 3, rounds=1 if quick else 2)
+    return ratios
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=None, help="folder with full MNIST files")
     p.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
     p.add_argument("--skip-conv", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--busy-only", action="store_true",
+                   help="only the quiet vs busy comparison (one competing busy-loop process)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     train_set = vaelab.load_mnist(True, args.root, download=False)
+    if args.busy_only:
+        print_busy_summary(report_busy(train_set.images, args.quick, args.skip_conv))
+        return
     test_set = vaelab.load_mnist(False, args.root, download=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if train_set.source == "files" else Path(tmp)
@@ -222,10 +325,18 @@ def main(argv=None) -> None:
         peak_after = matmul_gflops()
         print(f"\nmatmul throughput at the end: {peak_after:.1f} GFLOP/s "
               f"({100 * (peak_after / peak_before - 1):+.0f}% vs the start)")
+        busy = report_busy(train_set.images, quick, args.skip_conv)
         print("\nsummary (goal: speed-up >= 2 for the MLP VAE; time / FLOP bound <= 2)")
         for name, (speedups, ratio) in results.items():
             over = ", ".join(f"{s:.2f}× over the {k}" for k, s in speedups.items())
             print(f"  {name:24s} time / FLOP bound {ratio:5.2f}×; speed-up {over}")
+        print_busy_summary(busy)
+
+
+def print_busy_summary(ratios: dict) -> None:
+    print("\nbusy / quiet seconds per epoch, one competing busy-loop process (goal: <= 1.5)")
+    for name, r in ratios.items():
+        print(f"  {name:24s} torch defaults {r['torch']:5.2f}×; vaelab {r['vaelab']:5.2f}×")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,140 @@ def test_adam_is_fused_on_the_cpu_and_plain_elsewhere():
     assert fast.adam(params, 1e-3, torch.device("cpu")).defaults["fused"] is True
     assert not fast.adam(params, 1e-3, torch.device("mps")).defaults["fused"]
     assert fast.adam(params, 0.5, torch.device("cpu")).defaults["lr"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# The thread tuner: its mechanism, fed made-up step times (timing goals are the benchmark's)
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def threads_back():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def train_for(tuner, clock, seconds_at, steps):
+    """``steps`` made-up training steps; ``seconds_at(threads)`` is each one's duration. Returns
+    the thread count each step ran with."""
+    used = []
+    for _ in range(steps):
+        assert tuner.threads == torch.get_num_threads()
+        used.append(tuner.threads)
+        clock.now += seconds_at(tuner.threads)
+        tuner.step(seconds_at(tuner.threads))
+    return used
+
+
+def test_tuner_keeps_all_threads_on_a_quiet_machine(threads_back):
+    torch.set_num_threads(2)
+    clock = Clock()
+    tuner = fast.ThreadTuner(2, clock=clock)
+    used = train_for(tuner, clock, {1: 0.16, 2: 0.10}.get, 200)  # 20 s of steps
+    assert used[:3] == [2, 2, 2] and used[3] == 1  # one try of 1 thread after 3 steps...
+    assert used.count(1) <= 9 and used[-1] == 2  # ...again ~10 s later (20 × the try), not kept
+    assert tuner.switches == 2 * used.count(1) // 3  # each try: 3 steps, there and back
+
+
+def test_tuner_drops_a_thread_when_a_core_is_busy_and_takes_it_back_when_it_is_free(
+        threads_back):
+    clock = Clock()
+    tuner = fast.ThreadTuner(2, clock=clock)
+    busy = train_for(tuner, clock, {1: 0.016, 2: 0.20}.get, 1000)  # 2 threads: 12× slower
+    tries = "".join(map(str, busy[3:])).split("1")  # the runs of 2 threads after the start
+    assert busy[:4] == [2, 2, 2, 1] and busy[-1] == 1  # 1 thread is kept...
+    assert sorted(set(tries)) == ["", "22"]  # ...and each later try of 2 ends after 2 steps
+    assert 2 <= tries.count("22") <= 4  # ~8 s apart (20 × the 0.4 s a try takes) in 16 s
+    quiet = train_for(tuner, clock, {1: 0.016, 2: 0.010}.get, 1000)  # the competitor is gone
+    assert quiet[-1] == 2 and quiet.index(2) < 8 / 0.016  # the next try takes 2 back
+
+
+def test_tuner_spends_a_small_share_of_the_time_trying(threads_back):
+    clock = Clock()
+    tuner = fast.ThreadTuner(4, clock=clock, every=1.0, share=0.05)
+    seconds_at = {1: 0.4, 2: 0.3, 3: 0.2, 4: 0.1}.get
+    used = train_for(tuner, clock, seconds_at, 500)
+    tried = sum(seconds_at(t) for t in used if t != 4)
+    assert used[-1] == 4 and tried < 0.06 * clock.now  # 3 threads: twice as slow, tried rarely
+    tuner = fast.ThreadTuner(4, clock=Clock())
+    assert train_for(tuner, tuner.clock, {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.5}.get, 40)[-1] == 3
+
+
+def test_tuned_threads_restores_the_count_and_never_uses_more_threads_than_cores(
+        threads_back, monkeypatch):
+    params = [nn.Parameter(torch.zeros(3))]
+    optimizer = fast.adam(params, 1e-3, torch.device("cpu"))
+    monkeypatch.setattr(fast, "usable_cores", lambda: 2)
+    torch.set_num_threads(4)
+    with pytest.raises(KeyboardInterrupt), fast.tuned_threads(optimizer, torch.device("cpu")) \
+            as tuner:
+        assert tuner.most == 2 and torch.get_num_threads() == 2
+        for _ in range(20):
+            params[0].grad = torch.ones(3)
+            optimizer.step()
+            assert torch.get_num_threads() <= 2
+        raise KeyboardInterrupt
+    assert torch.get_num_threads() == 4 and tuner.last_step is not None
+    last = tuner.last_step
+    optimizer.step()  # the hook is gone: the tuner hears of no more steps
+    assert tuner.last_step == last
+    for device, threads, cores, tune in [("cpu", 1, 2, True), ("cpu", 2, 1, True),
+                                         ("meta", 2, 2, True), ("cpu", 2, 2, False)]:
+        torch.set_num_threads(threads)
+        monkeypatch.setattr(fast, "usable_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(fast, "tune_threads", tune)
+        with fast.tuned_threads(optimizer, torch.device(device)) as tuner:
+            assert tuner is None and torch.get_num_threads() == threads
+
+
+def test_fit_tunes_threads_on_the_cpu_and_gives_them_back(small, threads_back, monkeypatch):
+    """fit hands every optimizer step to the tuner; switching threads at every step leaves the
+    weights of a fixed thread count (here bit for bit: the MLP VAE's sums do not depend on it)."""
+    x, _ = small
+    tuners = []
+
+    class EveryStep(fast.ThreadTuner):  # switches between 1 and 2 threads at every step
+        def __init__(self, most):
+            super().__init__(most)
+            tuners.append(self)
+
+        def step(self, seconds):
+            self.use(3 - self.threads)
+
+    monkeypatch.setattr(fast, "usable_cores", lambda: 2)
+    monkeypatch.setattr(fast, "ThreadTuner", EveryStep)
+    from vaelab.models import VAE
+    from vaelab.train import fit
+    weights = []
+    for tune in (False, True):
+        monkeypatch.setattr(fast, "tune_threads", tune)
+        torch.set_num_threads(2)
+        torch.manual_seed(0)
+        model = VAE(3)
+        fit(model, x[:256], epochs=2, progress=False, device="cpu")
+        assert torch.get_num_threads() == 2
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert len(tuners) == 1 and tuners[0].switches == 2 * 256 // 128 - 1
+    assert torch.allclose(weights[0], weights[1], rtol=0, atol=1e-6)
+
+
+def test_tuner_is_not_fooled_by_one_long_step_at_each_epoch_end(threads_back):
+    """The step that carries an epoch's end (evaluation, a copy of the weights) is left out of
+    the pace, so a long one neither makes the current count look slow nor ends a try."""
+    clock = Clock()
+    tuner = fast.ThreadTuner(2, clock=clock)
+    step = iter(range(10_000))
+
+    def seconds_at(threads):
+        return {1: 0.015, 2: 0.010}[threads] + (0.5 if next(step) % 32 == 31 else 0.0)
+
+    used = train_for(tuner, clock, seconds_at, 640)  # 20 epochs of 32 steps
+    assert used[-1] == 2 and used.count(1) < 0.1 * len(used)
+    assert fast.ThreadTuner.pace([0.01, 0.01, 0.5]) == pytest.approx(0.01)

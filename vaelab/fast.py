@@ -1,5 +1,5 @@
 """Speed work, kept apart from the textbook code: a faster transposed convolution for the CPU,
-the allocator setting and the optimiser choice that ``fit`` uses.
+the allocator setting, the optimiser choice and the thread count that ``fit`` uses.
 
 Nothing here changes a result beyond float rounding. ``models.py`` and ``train.py`` read as the
 course teaches them (``nn.ConvTranspose2d``, ``torch.optim.Adam``); they call in here where it
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import platform
+import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -140,3 +143,137 @@ def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
     """``torch.optim.Adam(params, lr=lr)``, with the fused kernel (one kernel for all
     parameters, same arithmetic) where torch has one: CPU and CUDA."""
     return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+def usable_cores() -> int:
+    """How many CPU cores this process may run on (its affinity mask where the system has
+    one, else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+class ThreadTuner:
+    """Picks torch's CPU thread count while a model trains, by timing the training steps.
+
+    torch runs each operation on one thread per core (OpenMP). At the end of each operation the
+    threads wait for each other, and a waiting thread spins on its core for a while instead of
+    sleeping. That is the fastest on a machine with nothing else to do. When another program
+    keeps a core busy (a browser drawing a page, a second notebook), one of torch's threads
+    has to share a core with it: every operation then waits for the thread that lost its core,
+    and the spinning takes CPU time that the late thread needed. On a 2-core machine a
+    training step can take several times longer; with one thread fewer it runs at full speed.
+
+    So the tuner measures rather than guesses. ``step(seconds)`` is told how long each step
+    took; the pace of a stretch of steps is their mean time with the longest left out (an epoch's
+    end, with its evaluation, falls into one step). Once it has timed ``seconds`` of steps (and
+    at least ``steps`` steps), it tries one thread fewer for as long and keeps the new count if
+    its pace is at least ``gain`` faster, else goes back. It tries again every ``every``
+    seconds, in the other direction after a failed try (on 2 cores: 2 → 1, then 1 → 2 while the
+    competitor runs), so it follows a machine that gets busy or quiet again. A try at half the
+    pace or worse ends after two steps, and the next try waits at least ``1 / share`` times as
+    long as the last one took, so trying costs at most about ``share`` of the training time. It
+    uses 1 to ``most`` threads.
+
+    The thread count changes only the order of float additions (the results stay within
+    rounding), never the batches or the random draws. (Letting waiting threads sleep at once,
+    ``OMP_WAIT_POLICY=PASSIVE``, helps no more on a busy machine and slows small models on a
+    quiet one; and it only takes effect if set before torch is first imported.)
+    """
+
+    def __init__(self, most: int, *, steps: int = 3, seconds: float = 0.1, every: float = 2.0,
+                 gain: float = 0.05, share: float = 0.05, clock=time.perf_counter):
+        self.most, self.steps, self.seconds = most, steps, seconds
+        self.every, self.gain, self.share, self.clock = every, gain, share, clock
+        self.recent: list[float] = []  # the latest steps at the current count (`seconds` of them)
+        self.trial: list[float] | None = None  # the steps at the count on trial
+        self.before = self.threads = most  # before: the count to go back to after a failed try
+        self.direction = -1  # the next try: one thread fewer (-1) or more (+1)
+        self.baseline = self.started = self.next_trial = 0.0
+        self.switches = 0  # thread count changes, tries included
+        self.last_step: float | None = None
+        self.use(most)
+
+    def use(self, threads: int) -> None:
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            self.switches += 1
+        self.threads = threads
+
+    def tick(self) -> None:
+        """Call at the end of every training step: ``step`` with the time since the last call
+        (the first call only starts the clock, so the first step, a warm-up, is not counted)."""
+        now = self.clock()
+        if self.last_step is not None:
+            self.step(now - self.last_step)
+        self.last_step = self.clock()
+
+    @staticmethod
+    def pace(times: list[float]) -> float:
+        """Seconds per step: the mean of ``times`` without the longest."""
+        return (sum(times) - max(times)) / (len(times) - 1) if len(times) > 1 else times[0]
+
+    def enough(self, times: list[float]) -> bool:
+        return len(times) >= self.steps and sum(times) >= self.seconds
+
+    def step(self, seconds: float) -> None:
+        """Record a training step of ``seconds`` at the current count; maybe change the count."""
+        if self.trial is not None:
+            self.trial.append(seconds)
+            if len(self.trial) > 1 and self.pace(self.trial) > 2 * self.baseline:  # half the pace
+                self.end_trial(faster=False)
+            elif self.enough(self.trial):
+                self.end_trial(self.pace(self.trial) < (1 - self.gain) * self.baseline)
+            return
+        self.recent.append(seconds)
+        while len(self.recent) > self.steps and sum(self.recent[1:]) >= self.seconds:
+            del self.recent[0]
+        if self.enough(self.recent) and self.clock() >= self.next_trial:
+            self.start_trial()
+
+    def start_trial(self) -> None:
+        threads = self.threads + self.direction
+        if not 1 <= threads <= self.most:
+            self.direction = -self.direction
+            threads = self.threads + self.direction
+            if not 1 <= threads <= self.most:
+                return  # one thread and no other choice
+        self.before, self.baseline = self.threads, self.pace(self.recent)
+        self.trial, self.started = [], self.clock()
+        self.use(threads)
+
+    def end_trial(self, faster: bool) -> None:
+        if faster:
+            self.recent = self.trial  # and the next try goes the same way
+        else:
+            self.use(self.before)
+            self.direction = -self.direction
+        self.trial = None
+        now = self.clock()
+        self.next_trial = now + max(self.every, (now - self.started) / self.share)
+
+
+tune_threads = True  # False: fit keeps torch's thread count (see ``tuned_threads``)
+
+
+@contextmanager
+def tuned_threads(optimizer: torch.optim.Optimizer, device: torch.device):
+    """Within the block, a ``ThreadTuner`` times every ``optimizer.step()`` (a hook on the
+    optimizer; the training loop is unchanged) and picks torch's thread count on the CPU, from
+    1 to the smaller of torch's count and the cores this process may use. Afterwards torch's
+    thread count is what it was before. Yields the tuner, or None where there is nothing to
+    pick (another device, one thread or one core) or where ``vaelab.fast.tune_threads`` is
+    False: set it so to keep torch's count, e.g. for runs that repeat bit for bit (a
+    ``ConvVAE``'s weights differ in the last bits between thread counts)."""
+    before = torch.get_num_threads()
+    most = min(before, usable_cores())
+    if not tune_threads or device.type != "cpu" or most < 2:
+        yield None
+        return
+    tuner = ThreadTuner(most)
+    handle = optimizer.register_step_post_hook(lambda *_: tuner.tick())
+    try:
+        yield tuner
+    finally:
+        handle.remove()
+        torch.set_num_threads(before)

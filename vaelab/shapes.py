@@ -18,8 +18,9 @@ and the ellipse 5; with dSprites' 40 (9° apart) the square shows 10 and the ell
 encoder can tell those apart, which caps what any metric can find for ``orientation``.
 
 How it is drawn: each (shape, scale, orientation) sprite is rendered once on a small canvas
-with ``supersample`` × ``supersample`` points per pixel (the share of points inside the shape is the pixel's
-grey level, so only edge pixels are grey), and positions are whole-pixel shifts of that canvas.
+with ``supersample`` × ``supersample`` points per pixel (the share of points inside the shape
+is the pixel's grey level, so only edge pixels are grey), and positions are whole-pixel shifts
+of that canvas.
 So rendering is vectorised, exact and deterministic, and two adjacent positions always differ.
 
 Grids (``GRIDS``):

@@ -221,7 +221,9 @@ def fit(model: LatentModel, train_data, *, epochs: int | None = None,
     (``vaelab.anchor``). Against posterior collapse: ``kl_warmup_epochs`` W > 0 trains epoch e
     with β·min(1, (e − 1)/W) (KL warm-up: 0 in the first epoch, β from epoch W + 1 on);
     ``free_bits`` λ > 0 charges each latent at least λ nats (``losses.vae_loss``).
-    Same seed and data give identical weights on the CPU.
+    Same seed and data give the same weights on the CPU: bit for bit with
+    ``vaelab.fast.tune_threads = False``; otherwise up to float rounding (about 1e-7 for the
+    ConvVAE), since the thread tuner may change the number of threads between steps.
 
     Ctrl-C, or SIGTERM (``kill``, ``timeout``, a job scheduler, a hub culling the kernel),
     stops early: the model goes back to its weights at the end of the last finished epoch, so
@@ -292,7 +294,8 @@ def fit_checked(model: LatentModel, plan: FitPlan, progress: bool = True) -> His
     test_loss = loss_function(p.beta, p.likelihood, p.anchor_rate)
     history, good = History(), GoodState(model)
     bar = Progress(p.epochs, len(x), p.batch_size, progress)
-    with stop_cleanly(model, history, bar, good, p.lr), sigterm_as_interrupt():
+    with (stop_cleanly(model, history, bar, good, p.lr), sigterm_as_interrupt(),
+          fast.tuned_threads(optimizer, device)):  # the CPU thread count, from step times
         for epoch in range(1, p.epochs + 1):
             bar.start_epoch(epoch)
             good.start_epoch(epoch)
