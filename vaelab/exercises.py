@@ -39,6 +39,7 @@ import contextlib
 import functools
 import math
 import numbers
+import os
 import signal
 import sys
 import threading
@@ -109,6 +110,8 @@ class _TimeUp(BaseException):
 # torch's closed-form KL answers the KL exercise in one call (gaussian_kl forbids it; the
 # other exercises may use it)
 TORCH_KL_FILE = torch.distributions.kl.__file__
+# ... and its distributions' rsample() answers the reparameterisation exercise in one call
+TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
 
 
 def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
@@ -117,7 +120,7 @@ def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
     if code in GIVEN_CODES or code.co_name.startswith("<"):  # <module>, <lambda>, <genexpr>
         return False
     return (code in ANSWER_CODES or code.co_filename in ANSWER_FILES
-            or code.co_filename in extra_files)
+            or code.co_filename.startswith(tuple(extra_files)))
 
 
 class _Watch:
@@ -142,8 +145,8 @@ class _Watch:
     def _on_event(self, frame, event: str, arg) -> None:
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
-            self.called = (f"torch.distributions' {code.co_name}" if code.co_filename ==
-                           TORCH_KL_FILE else f"vaelab's own {code.co_name}")
+            self.called = (f"torch.distributions ({code.co_qualname})" if code.co_filename
+                           .startswith(TORCH_DISTRIBUTIONS) else f"vaelab's own {code.co_name}")
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
@@ -478,6 +481,18 @@ def _donut_variants(x, ref):
     ]
 
 
+def _independent_rows(e: torch.Tensor) -> None:
+    """The standardised noise ``e`` (N, L) of ``reparameterize`` must be drawn afresh for every
+    row: neighbouring rows, and the two halves of the batch, uncorrelated (about 0 ± 0.014)."""
+    half = len(e) // 2
+    pairs = torch.stack([torch.corrcoef(torch.stack([a[:, j], b[:, j]]))[0, 1]
+                         for a, b in ((e[0::2], e[1::2]), (e[:half], e[half:2 * half]))
+                         for j in range(e.shape[1])])
+    if pairs.abs().max() > 0.1:
+        raise _Problem("the rows' ε are related (shared or mirrored between rows) — every "
+                       "row needs its own independent draw: torch.randn_like(mu)")
+
+
 def _check_spread(std: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) -> None:
     """Name the mistake if the sample's ``std`` per dimension is not ``sigma``."""
     if ((std / sigma.double() - 1).abs() <= 0.025).all():  # 3.5 standard errors at n = 10,000
@@ -585,7 +600,8 @@ class Checks:
         logvar0 = 2 * sigma.log()
         mu = mu0.expand(n, 3).clone().requires_grad_()
         logvar = logvar0.expand(n, 3).clone().requires_grad_()
-        z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar), "z")
+        z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar,
+                          forbid=frozenset({TORCH_DISTRIBUTIONS})), "z")
         if z.shape != mu.shape:
             raise _Problem(f"z should have the shape of mu {tuple(mu.shape)}; "
                            f"got {tuple(z.shape)}")
@@ -619,11 +635,7 @@ class Checks:
         if (corr - torch.eye(3, dtype=corr.dtype)).abs().max() > 0.1:
             raise _Problem("the latent dimensions share one ε — ε needs the shape of μ "
                            "(one draw per dimension)")
-        pairs = torch.stack([torch.corrcoef(torch.stack([e[0::2, j], e[1::2, j]]))[0, 1]
-                             for j in range(3)])
-        if pairs.abs().max() > 0.1:  # independent rows: about 0 ± 0.014
-            raise _Problem("neighbouring rows' ε are related (shared or mirrored) — every row "
-                           "needs its own independent draw: torch.randn_like(mu)")
+        _independent_rows(e)
         if not z.requires_grad:
             raise _Problem("gradients don't reach μ and logvar — build z from them directly "
                            "(no .detach(), no .sample(); that is the trick)")
