@@ -17,16 +17,23 @@ $(STAMP): pyproject.toml
 
 # JupyterLab refuses to run as root (Docker, many cloud machines) without --allow-root.
 LAB_AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
-# Saved widget state: a reopened notebook shows each explorer and progress bar as it was left
-# (with a note to rerun the cell), not "Error displaying widget: model not found".
+# JupyterLab settings, written as an override (Settings can still change them): no "get
+# notified about news?" pop-up over the notebook, and widget state saved with a notebook (the
+# save hook below reads a progress bar's final line from it).
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/vaelab.json
+LAB_SETTINGS := {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}, \
+	"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}
+# vaelab.jupyter.pre_save_hook: a saved notebook holds each explorer as its in-page copy (it
+# reopens live, no kernel needed) and each progress bar as its final line, never a widget view
+# that reopens as "Error displaying widget: model not found".
+LAB_FLAGS := --ContentsManager.pre_save_hook=vaelab.jupyter.pre_save_hook
 
 ## Set up (first time) and open the notebook series in JupyterLab.
 lab: $(STAMP)
 	mkdir -p $(dir $(LAB_OVERRIDES))
-	echo '{"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}' > $(LAB_OVERRIDES)
+	echo '$(LAB_SETTINGS)' > $(LAB_OVERRIDES)
 	$(if $(LAB_AS_ROOT),@echo "make lab: running as root - JupyterLab starts with --allow-root")
-	$(BIN)/jupyter lab $(LAB_AS_ROOT) notebooks/01_autoencoder.ipynb
+	$(BIN)/jupyter lab $(LAB_AS_ROOT) $(LAB_FLAGS) notebooks/01_autoencoder.ipynb
 
 ## Set up (first time) and run every test: lint, unit tests, browser test, all notebooks (quick mode).
 test: $(STAMP)

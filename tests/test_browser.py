@@ -1,14 +1,17 @@
 """The latent explorer in a real JupyterLab, driven by headless Chromium (playwright).
 
-Starts JupyterLab on a free localhost port with throwaway settings (widget state saved with
-the notebook, as ``make lab`` sets it), and
+Starts JupyterLab on a free localhost port as ``make lab`` does (its settings override and its
+save hook, both read from the Makefile; the autosave interval cut to a few seconds), and
 
 * opens ``tests/browser/explorer_demo.ipynb``, runs all cells, moves the z₁ slider with the
   keyboard and waits until the kernel's callback has sent back a new image;
 * runs a small notebook with two explorers (VAE L=2, ConvVAE L=10) and a tqdm progress bar in
-  a 1,400-px window with the file browser open, checks nothing overflows sideways, saves it,
-  shuts the kernel down and reloads the page: every explorer shows its last picture with a note
-  to rerun the cell, the bar its final line, and no "Error displaying widget"; the same
+  a 1,400-px window with the file browser open, checks nothing overflows sideways, saves it
+  (the file holds the in-page explorers and the bar's final line, no widget view or state; the
+  live widgets still answer), shuts the kernel down (each explorer says it is not connected),
+  then three times: reopens it (not marked modified once the kernel is there), drags an
+  in-page explorer's slider (the picture changes), lets an autosave write it, and checks the
+  file again. No "Error displaying widget", no console error, no news pop-up. The same
   notebook scrubbed by ``tools/clean_notebooks.py`` opens with the static pictures and is not
   marked modified.
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -37,8 +42,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import clean_notebooks  # noqa: E402
+from test_export import drag_first_slider  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
+MAKEFILE = Path(__file__).parents[1] / "Makefile"
 NOTEBOOK = Path(__file__).parent / "browser" / "explorer_demo.ipynb"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -47,6 +54,8 @@ START_TIMEOUT_S = 90      # server up, page loaded, kernel idle: generous for a 
 RENDER_TIMEOUT_S = 120    # all cells run and the widget drawn
 UPDATE_TIMEOUT_S = 30     # the kernel's answer to a slider move
 PRESSES = 10              # ArrowRight presses: z₁ moves by 10 slider steps (0.5)
+AUTOSAVE_S = 3            # JupyterLab's autosave interval here (120 s by default)
+SAVE_TIMEOUT_S = 60       # a save, a kernel shut down
 
 
 def _skip_reason() -> str | None:
@@ -62,6 +71,13 @@ def _skip_reason() -> str | None:
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
+
+
+def make_variable(name: str, parse):
+    """A variable of the Makefile's ``lab`` set-up, parsed (``json`` or ``shlex``)."""
+    text = re.sub(r"\\\n\s*", " ", MAKEFILE.read_text())  # join continued lines
+    value = re.search(rf"^{name}\s*:=\s*(.*)$", text, re.M).group(1)
+    return parse.loads(value) if parse is json else parse.split(value)
 
 
 def _free_port() -> int:
@@ -95,21 +111,22 @@ class LabServer:
         env["VAELAB_CACHE"] = str(base / "vaelab-cache")
         env["OMP_NUM_THREADS"] = "1"  # a tiny model; on a busy CI box more threads only wait
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        # No news or update pop-ups over the notebook.
-        settings = base / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True)
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        widgets = base / "jupyterlab_settings_dir" / "@jupyter-widgets" / "jupyterlab-manager"
-        widgets.mkdir(parents=True)  # what `make lab` sets (there as an override)
-        (widgets / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
+        # What `make lab` writes: its settings as an override, its flags on the command line.
+        overrides = base / "app_settings" / "overrides.d"
+        overrides.mkdir(parents=True)
+        (overrides / "vaelab.json").write_text(json.dumps(make_variable("LAB_SETTINGS", json)))
+        docs = base / "jupyterlab_settings_dir" / "@jupyterlab" / "docmanager-extension"
+        docs.mkdir(parents=True)  # autosave every few seconds, once the test turns it on
+        (docs / "plugin.jupyterlab-settings").write_text(
+            json.dumps({"autosave": False, "autosaveInterval": AUTOSAVE_S}))
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
                f"--port={self.port}", "--ServerApp.port_retries=0",
                "--IdentityProvider.token=", "--ServerApp.password=",
                f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.news_url=None",
+               f"--LabApp.app_settings_dir={base / 'app_settings'}",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False"]
+               "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+               *make_variable("LAB_FLAGS", shlex)]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers often run as root
             cmd.append("--allow-root")
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
@@ -209,7 +226,7 @@ def test_latent_explorer_in_jupyterlab(lab, tmp_path):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}")
+            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}", timeout=START_TIMEOUT_S * 1000)
             page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
             times = {"lab open, kernel idle": time.monotonic() - started}
             page.evaluate("""async () => {
@@ -262,7 +279,7 @@ def test_latent_explorer_in_jupyterlab(lab, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Save, shut down, reopen: pictures, never "Error displaying widget".
+# Save, shut down, reopen again and again: live explorers, never "Error displaying widget".
 
 REOPEN_CELLS = [
     "import torch\nfrom tqdm.auto import tqdm\n\nimport vaelab\n"
@@ -281,6 +298,30 @@ LAYOUT = """() => Array.from(document.querySelectorAll('.vaelab-explorer')).map(
             readout: [readout.scrollWidth, readout.clientWidth]};
 })"""
 ERRORS = ["Error displaying widget", "model not found"]
+# The notebook's text, scripts and styles left out, cells scrolled out of view included.
+TEXT = f"""() => {{
+    const copy = {PANEL}.content.node.cloneNode(true);
+    copy.querySelectorAll('script, style').forEach(e => e.remove());
+    return copy.textContent;
+}}"""
+BAR_LINE = re.compile(r"training: 100%\|█{10}\| 40/40 \[")
+IN_PAGE_READY = """() => {
+    const roots = document.querySelectorAll('div.vaelab-web-explorer');
+    return roots.length === 2 && Array.from(roots).every(r => r.dataset.ready === '1');
+}"""
+ONE_ROW = """() => Array.from(document.querySelectorAll('.vaelab-web-live')).map(live => {
+    const left = Array.from(live.children).map(c => c.getBoundingClientRect().left);
+    return left.every((x, i) => i === 0 || x > left[i - 1]);  // no panel wrapped to a new row
+})"""
+
+
+def run_js(page, body: str, seconds: float):
+    """Run the JavaScript ``body`` (an async function's body) and await it, failing after
+    ``seconds``: page.evaluate alone would wait for ever on a dialog (a save that collides
+    with an autosave asks whether to overwrite the file)."""
+    return page.evaluate(f"""() => Promise.race([(async () => {{ {body} }})(),
+        new Promise((_, fail) => setTimeout(() => fail(new Error('no answer in {seconds} s: '
+            + document.body.innerText.slice(0, 300))), {seconds * 1000}))])""")
 
 
 def visible_count(page, selector: str) -> int:
@@ -288,7 +329,7 @@ def visible_count(page, selector: str) -> int:
 
 
 def open_notebook(page, url: str, name: str) -> None:
-    page.goto(f"{url}/lab/tree/{name}")
+    page.goto(f"{url}/lab/tree/{name}", timeout=START_TIMEOUT_S * 1000)
     page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
 
 
@@ -304,66 +345,124 @@ def start_code() -> str:
     return describe_code(vaelab.VAE(latent_dim=2).encode_means(x[:1])[0])
 
 
-def test_saved_notebook_reopens_with_pictures_and_no_widget_errors(lab, tmp_path):
+def watch(page, problems: list[str]) -> None:
+    """Console errors and uncaught page errors land in ``problems``."""
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+
+def on_disk(path: Path) -> dict:
+    """What the saved notebook holds: output kinds per cell, the bar's text, widget state."""
+    nb = nbformat.read(path, as_version=4)  # multi-line strings joined
+    outputs = [c.get("outputs", []) for c in nb["cells"]]
+    return {"kinds": [[sorted(o.get("data", {})) for o in cell] for cell in outputs],
+            "bar": "".join(o.get("data", {}).get("text/plain", "") for o in outputs[0]),
+            "explorers": sum("vaelab-web-explorer" in o.get("data", {}).get("text/html", "")
+                             for cell in outputs for o in cell),
+            "widgets": "widgets" in nb["metadata"], "cycle": nb["metadata"].get("test_cycle")}
+
+
+def reopen_cycle(page, url: str, name: str, cycle: int, path: Path) -> dict:
+    """Open the notebook afresh; wait 3 s after the kernel is there; drag a slider; let an
+    autosave write the notebook (a metadata change marks it modified). What was seen."""
+    open_notebook(page, url, name)
+    page.wait_for_function(IN_PAGE_READY, timeout=RENDER_TIMEOUT_S * 1000)
+    page.wait_for_timeout(3000)  # the kernel's widget manager has had time to mark it modified
+    seen = {"dirty": page.evaluate(f"{PANEL}.context.model.dirty"),
+            "text": page.evaluate(TEXT),
+            "in_page": visible_count(page, "canvas.vaelab-web-picture"),
+            "one_row": page.evaluate(ONE_ROW)}
+    seen["drag"] = drag_first_slider(page)
+    page.evaluate(f"{PANEL}.context.model.setMetadata('test_cycle', {cycle})")
+    page.wait_for_function(f"() => !{PANEL}.context.model.dirty",  # the autosave has run
+                           timeout=(3 * AUTOSAVE_S + SAVE_TIMEOUT_S) * 1000)
+    seen["disk"] = on_disk(path)
+    return seen
+
+
+def check_cycle(seen: dict, cycle: int) -> None:
+    assert not seen["dirty"], f"reopen {cycle + 1}: marked modified as the kernel connected"
+    assert not any(error in seen["text"] for error in ERRORS), seen["text"][:2000]
+    assert seen["in_page"] == 2 and BAR_LINE.search(seen["text"]), seen["text"][:2000]
+    assert seen["one_row"] == [True, True], "an in-page explorer wrapped at 1,400 px"
+    before, after = seen["drag"]
+    assert after["pixels"] != before["pixels"] and after["readout"] != before["readout"]
+    disk = seen["disk"]
+    assert disk["cycle"] == cycle and disk["explorers"] == 2 and not disk["widgets"], disk
+    assert BAR_LINE.match(disk["bar"]), disk
+
+
+def run_and_save(page, url: str, name: str, path: Path) -> dict:
+    """Run the notebook with the file browser open, check the live explorers, save, and check
+    that the open session's widgets still answer. What was seen."""
+    open_notebook(page, url, name)
+    run_js(page, """const app = window.jupyterapp;
+        app.shell.activateById('filebrowser');   // the file browser stays open
+        await app.commands.execute('notebook:run-all-cells');""", RENDER_TIMEOUT_S)
+    page.wait_for_function(
+        "() => document.querySelectorAll('img.vaelab-explorer-image').length === 2"
+        " && document.body.innerText.includes('40/40')", timeout=RENDER_TIMEOUT_S * 1000)
+    page.wait_for_function(KERNEL_IDLE, timeout=RENDER_TIMEOUT_S * 1000)
+    seen = {"file_browser": not page.evaluate("window.jupyterapp.shell.leftCollapsed"),
+            "layout": page.evaluate(LAYOUT),
+            "readout": page.locator(".vaelab-readout").first.inner_text(),
+            "notes": visible_count(page, ".vaelab-live-note")}
+    run_js(page, "await window.jupyterapp.commands.execute('docmanager:save');", SAVE_TIMEOUT_S)
+    page.wait_for_function(f"() => !{PANEL}.context.model.dirty", timeout=SAVE_TIMEOUT_S * 1000)
+    seen["disk"] = on_disk(path)
+    before = page.evaluate(STATE)
+    page.locator(".vaelab-z-slider .noUi-handle").first.focus()
+    for _ in range(PRESSES):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(UPDATED, arg=[before], timeout=UPDATE_TIMEOUT_S * 1000)
+    return seen
+
+
+def test_saved_explorers_reopen_live_after_saves_and_autosaves(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in REOPEN_CELLS])
     nb.metadata["kernelspec"] = dict(clean_notebooks.KERNELSPEC)
     saved = lab.root / "reopen_demo.ipynb"
     nbformat.write(nb, saved)
-    shots = {}
+    shots, problems, cycles = {}, [], []
     started = time.monotonic()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            open_notebook(page, lab.url, saved.name)
-            page.evaluate("""async () => {
-                const app = window.jupyterapp;
-                app.shell.activateById('filebrowser');   // the file browser stays open
-                await app.commands.execute('notebook:run-all-cells');
-            }""")
-            page.wait_for_function(
-                "() => document.querySelectorAll('img.vaelab-explorer-image').length === 2"
-                " && document.body.innerText.includes('40/40')",
-                timeout=RENDER_TIMEOUT_S * 1000)
-            page.wait_for_function(KERNEL_IDLE, timeout=RENDER_TIMEOUT_S * 1000)
-            assert not page.evaluate("window.jupyterapp.shell.leftCollapsed")
-            layout = page.evaluate(LAYOUT)
-            live_readout = page.locator(".vaelab-readout").first.inner_text()
-            shots["live"] = tmp_path / "live.png"
-            page.screenshot(path=shots["live"])
-            for i, explorer in enumerate(page.locator(".vaelab-explorer").all()):
-                shots[f"live explorer {i + 1}"] = tmp_path / f"live_explorer_{i + 1}.png"
-                explorer.screenshot(path=shots[f"live explorer {i + 1}"])
-            assert visible_count(page, ".vaelab-live-note") == 0  # live: no note
-
-            page.evaluate(f"""async () => {{
-                await window.jupyterapp.commands.execute('docmanager:save');
-                await {PANEL}.sessionContext.shutdown();
-            }}""")
-            page.reload()
-            page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
-            page.wait_for_function(
+            watch(page, problems)
+            live = run_and_save(page, lab.url, saved.name, saved)
+            shots["live, saved"] = tmp_path / "live.png"
+            page.screenshot(path=shots["live, saved"])
+            run_js(page, f"await {PANEL}.sessionContext.shutdown();", SAVE_TIMEOUT_S)
+            page.wait_for_function(  # the kernel is gone: both explorers say so
                 "() => Array.from(document.querySelectorAll('.vaelab-live-note'))"
                 ".filter(n => n.offsetParent !== null).length === 2",
-                timeout=RENDER_TIMEOUT_S * 1000)
-            reopened_text = page.evaluate(f"{PANEL}.content.node.innerText")
-            reopened_images = visible_count(page, "img.vaelab-explorer-image")
-            reopened_dirty = page.evaluate(f"{PANEL}.context.model.dirty")
-            shots["reopened"] = tmp_path / "reopened.png"
-            page.screenshot(path=shots["reopened"])
+                timeout=UPDATE_TIMEOUT_S * 1000)
+            shots["kernel shut down"] = tmp_path / "shut_down.png"
+            page.screenshot(path=shots["kernel shut down"])
+            autosave = "docmanager:toggle-autosave"  # off while the test saved by hand
+            run_js(page, f"await window.jupyterapp.commands.execute('{autosave}');",
+                   SAVE_TIMEOUT_S)
+            autosaving = page.evaluate(f"window.jupyterapp.commands.isToggled('{autosave}')")
+            for cycle in range(3):
+                cycles.append(reopen_cycle(page, lab.url, saved.name, cycle, saved))
+                if cycle == 0:
+                    shots["reopened"] = tmp_path / "reopened.png"
+                    page.screenshot(path=shots["reopened"])
+            news = "Jupyter news" in page.evaluate("document.body.innerText")
 
             stored = json.loads(saved.read_text())
             stored["metadata"].pop("language_info")  # the scrubber must write it back whole
-            clean = lab.root / "reopen_clean.ipynb"
+            stored["cells"].insert(0, nbformat.v4.new_markdown_cell("A scrubbed copy."))
+            clean = lab.root / "reopen_clean.ipynb"  # a file this Lab never signed: untrusted
             clean.write_text(json.dumps(clean_notebooks.clean(stored), indent=1))
             open_notebook(page, lab.url, clean.name)
-            page.wait_for_function(
-                "() => document.querySelectorAll('img[alt=\"decoded image\"]').length === 2",
-                timeout=RENDER_TIMEOUT_S * 1000)
+            page.wait_for_function(f"() => ({TEXT})().split('Static picture').length === 3",
+                                   timeout=RENDER_TIMEOUT_S * 1000)
             page.wait_for_timeout(1000)  # kernel info in, language_info compared
-            clean_text = page.evaluate(f"{PANEL}.content.node.innerText")
+            clean_text = page.evaluate(TEXT)
             clean_dirty = page.evaluate(f"{PANEL}.context.model.dirty")
             shots["scrubbed"] = tmp_path / "scrubbed.png"
             page.screenshot(path=shots["scrubbed"])
@@ -371,17 +470,22 @@ def test_saved_notebook_reopens_with_pictures_and_no_widget_errors(lab, tmp_path
             browser.close()
 
     print("\nscreenshots: " + ", ".join(str(s) for s in shots.values()))
-    print(f"layout: {layout}; reopened notebook modified: {reopened_dirty}; "
-          f"{time.monotonic() - started:.1f} s in the browser")
-    assert live_readout == start_code(), "the explorer does not start at the start code"
-    for box in layout:  # nothing sticks out sideways at 1,400 px with the file browser open
+    print(f"layout: {live['layout']}; {time.monotonic() - started:.1f} s in the browser")
+    assert live["readout"] == start_code(), "the explorer does not start at the start code"
+    assert live["file_browser"] and live["notes"] == 0  # live: no "not connected" note
+    for box in live["layout"]:  # nothing sticks out sideways at 1,400 px with the file browser
         assert box["explorer"][0] <= box["explorer"][1], box
         assert box["output"][0] <= box["output"][1], box
         assert box["readout"][0] <= box["readout"][1] and box["readout_lines"] <= 2, box
-    assert "widgets" in json.loads(saved.read_text())["metadata"], "widget state not saved"
-    for text in (reopened_text, clean_text):
-        assert not any(error in text for error in ERRORS), text[:2000]
-    assert reopened_images == 2
-    assert "100%" in reopened_text and "40/40" in reopened_text  # the bar's final line
+    disk = live["disk"]  # the file: in-page explorers, the bar's last line, no widget views
+    assert disk["kinds"] == [[["text/plain"]], [["text/html", "text/plain"]],
+                             [["text/html", "text/plain"]]], disk
+    assert disk["explorers"] == 2 and not disk["widgets"] and BAR_LINE.match(disk["bar"]), disk
+    for cycle, seen in enumerate(cycles):
+        check_cycle(seen, cycle)
+    assert autosaving, "the test could not turn JupyterLab's autosave on"
+    assert not news, "JupyterLab asked about news: make lab's settings should turn that off"
+    assert problems == [], problems
+    assert not any(error in clean_text for error in ERRORS), clean_text[:2000]
     assert clean_text.count("Static picture: run this cell") == 2
     assert not clean_dirty, "the scrubbed notebook opened modified"

@@ -4,14 +4,22 @@ A small notebook with two explorers, an interpolation GIF and a progress bar is 
 real kernel (nbclient), scrubbed by ``tools/clean_notebooks.py`` as ``make notebooks`` does, and
 exported to HTML: each explorer must leave a picture and the GIF an ``<img src="data:image/gif">``.
 
+The same notebook as JupyterLab's save hook (``vaelab.jupyter.pre_save_hook``) writes it keeps
+the in-page explorers and the bar's final line; with a cell of math it is exported by the one
+command the README gives (``jupyter nbconvert --to vaelab.jupyter.OfflineHTMLExporter``) and
+opened in headless Chromium with every non-local request aborted: the math is typeset, the
+explorers are live (a dragged slider changes the picture), no console error, nothing blocked.
+
 ``pictures_in_html`` also works on a stored notebook:
 ``python tests/test_export.py notebooks/02_variational_autoencoder.ipynb`` prints its counts.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +28,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import clean_notebooks  # noqa: E402
+
+from vaelab import jupyter  # noqa: E402
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELLS = [
@@ -117,6 +127,188 @@ def test_gif_html_inlines_the_gif_and_refuses_other_files(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(ValueError, match="path must be a GIF"):
         viz.gif_html(tmp_path / "x.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The save hook, and the offline HTML export.
+
+BAR = re.compile(r"^100%\|█{10}\| 5/5 \[")  # tqdm(range(5)) as a line of text
+MATH = (r"The bound: $\log p(x) \ge \mathbb{E}_{q(z \mid x)}[\log p(x \mid z)]"
+        r" - \mathrm{KL}(q \,\|\, p)$, with" "\n\n"
+        r"$$\mathrm{KL} = \frac{1}{2} \sum_{j=1}^{L} \left(\mu_j^2 + \sigma_j^2 - 1"
+        r" - \log \sigma_j^2\right).$$")
+
+
+def saved(executed) -> dict:
+    """``executed`` as JupyterLab's server writes it with vaelab's save hook."""
+    model = {"type": "notebook", "content": copy.deepcopy(executed)}
+    jupyter.pre_save_hook(model=model, path="demo.ipynb", contents_manager=None)
+    return model["content"]
+
+
+def test_save_hook_keeps_in_page_explorers_and_the_bars_last_line(executed):
+    nb = saved(executed)
+    assert "widgets" not in nb["metadata"]  # no state left that could go stale on reopening
+    bar, explorer, interpolation, gif = (c["outputs"] for c in nb["cells"])
+    assert [sorted(o["data"]) for o in bar if "data" in o] == [["text/plain"]]
+    assert BAR.match(next(o["data"]["text/plain"] for o in bar if "data" in o))
+    for outputs in (explorer, interpolation):
+        assert [sorted(o["data"]) for o in outputs] == [["text/html", "text/plain"]]
+        assert jupyter.EXPLORER_MARK in jupyter.joined(outputs[0]["data"]["text/html"])
+    assert gif == executed["cells"][3]["outputs"]  # other outputs as they were
+    text = {"type": "file", "content": "x"}
+    jupyter.pre_save_hook(model=text, path="a.txt")
+    assert text == {"type": "file", "content": "x"}
+
+
+def test_save_hook_leaves_unknown_widgets_and_drops_hidden_bars(executed):
+    nb = copy.deepcopy(executed)
+    state = jupyter.widget_state(nb)
+    bar_id = nb["cells"][0]["outputs"][0]["data"][jupyter.WIDGET_VIEW]["model_id"]
+    layout = state[bar_id]["state"]["layout"].removeprefix("IPY_MODEL_")
+    state[layout]["state"]["visibility"] = "hidden"  # tqdm(leave=False) hides its bar
+    slider, slider_layout, orphan = "a" * 32, "b" * 32, "c" * 32
+    state[slider] = {"model_name": "IntSliderModel",
+                     "state": {"layout": f"IPY_MODEL_{slider_layout}"}}
+    state[slider_layout] = {"model_name": "LayoutModel", "state": {}}
+    state[orphan] = {"model_name": "IntSliderModel", "state": {}}
+    view = {"output_type": "display_data", "metadata": {},
+            "data": {"text/plain": "IntSlider(value=0)",
+                     jupyter.WIDGET_VIEW: {"version_major": 2, "version_minor": 0,
+                                           "model_id": slider}}}
+    nb["cells"][3]["outputs"].append(copy.deepcopy(view))
+    jupyter.strip_widgets(nb)
+    assert [o for o in nb["cells"][0]["outputs"] if "data" in o] == []  # the hidden bar: gone
+    assert nb["cells"][3]["outputs"][-1] == view  # a widget vaelab does not know: kept
+    assert set(jupyter.widget_state(nb)) == {slider, slider_layout}  # and the state it needs
+
+
+def _bar_state(left: str, value: float, high: float, right: str, style: str = "") -> dict:
+    """Saved widget state of a tqdm bar (container "f" * 32) as tqdm.notebook leaves it."""
+    ids = [c * 32 for c in "0123"]
+    return {"f" * 32: {"model_name": "HBoxModel", "state": {
+                "children": [f"IPY_MODEL_{i}" for i in ids[:3]], "layout": f"IPY_MODEL_{ids[3]}"}},
+            ids[0]: {"model_name": "HTMLModel", "state": {"value": left}},
+            ids[1]: {"model_name": "FloatProgressModel",
+                     "state": {"value": value, "max": high, "bar_style": style}},
+            ids[2]: {"model_name": "HTMLModel", "state": {"value": right}},
+            ids[3]: {"model_name": "LayoutModel", "state": {}}}
+
+
+@pytest.mark.parametrize(("state", "line"), [
+    (_bar_state("fit:\u2007\u200750%", 20, 40, "\u200720/40\u2007[00:01&lt;00:01]"),
+     "fit:  50%|█████     | 20/40 [00:01<00:01]"),
+    (_bar_state("", 1, 1, "12it [00:00, 99.0it/s]", "info"), "12it [00:00, 99.0it/s]"),
+    ({"f" * 32: {"model_name": "HBoxModel", "state": {"children": []}}}, None),
+])
+def test_tqdm_bars_are_written_as_tqdm_writes_them_in_a_terminal(state, line):
+    assert jupyter.tqdm_line("f" * 32, state) == line
+
+
+def test_a_bar_whose_state_was_not_saved_is_dropped(executed):
+    nb = copy.deepcopy(executed)
+    del nb["metadata"]["widgets"]  # the kernel restarted before the save: no live models
+    jupyter.strip_widgets(nb)
+    assert [o for o in nb["cells"][0]["outputs"] if "data" in o] == []
+    assert [sorted(o["data"]) for o in nb["cells"][1]["outputs"]] == [["text/html", "text/plain"]]
+
+
+def test_plain_html_export_of_a_saved_notebook_shows_the_in_page_explorers(executed):
+    html = to_html(saved(executed))
+    assert html.count('<div class="vaelab-web-explorer"') == 2
+    assert WIDGET_VIEW not in html and "unpkg.com" not in html  # no widget-manager script
+
+
+def test_offline_exporter_sets_widget_views_aside_itself(executed):
+    """A notebook saved without the hook (nbclient's, with widget views and state)."""
+    html, _ = jupyter.OfflineHTMLExporter().from_notebook_node(
+        nbformat.reads(json.dumps(executed), as_version=4))
+    assert html.count('<div class="vaelab-web-explorer"') == 2
+    assert WIDGET_VIEW not in html and "unpkg.com" not in html and "require.min.js" not in html
+    assert "100%|██████████| 5/5 [" in html  # the bar's final line
+
+
+def _offline_html(executed, folder: Path) -> str:
+    """The notebook of CELLS, saved by the hook, with a cell of math on top, exported by the
+    README's command; the HTML."""
+    nb = saved(executed)
+    nb["cells"].insert(0, nbformat.v4.new_markdown_cell(MATH))
+    (folder / "demo.ipynb").write_text(json.dumps(nb))
+    jupyter_cli = Path(sys.executable).with_name("jupyter")
+    subprocess.run([str(jupyter_cli), "nbconvert", "--to", "vaelab.jupyter.OfflineHTMLExporter",
+                    "demo.ipynb"], cwd=folder, check=True, capture_output=True, timeout=300)
+    return (folder / "demo.html").read_text(encoding="utf-8")
+
+
+def _outside_urls(html: str) -> list[str]:
+    """Addresses a page would load from another host: src/href of scripts, links, images."""
+    return re.findall(r'<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]*)"',
+                      html)
+
+
+MATH_DONE = """async () => {
+    await window.MathJax.startup.promise;
+    const prose = document.querySelector('.jp-MarkdownCell .jp-RenderedMarkdown').cloneNode(true);
+    const typeset = prose.querySelectorAll('mjx-container').length;
+    prose.querySelectorAll('mjx-container').forEach(e => e.remove());
+    return {typeset, svg: document.querySelectorAll('mjx-container svg').length,
+            left: prose.textContent};
+}"""
+
+
+def test_offline_html_export_has_live_explorers_and_typeset_math(executed, tmp_path):
+    from test_web import _skip_reason, open_page, serve
+
+    html = _offline_html(executed, tmp_path)
+    assert _outside_urls(html) == [], _outside_urls(html)
+    assert "require.min.js" not in html and WIDGET_VIEW not in html
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    from playwright.sync_api import sync_playwright
+
+    server, url = serve(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser, page, problems = open_page(p, f"{url}/demo.html")
+            try:
+                math = page.evaluate(MATH_DONE)
+                page.wait_for_function("() => Array.from(document.querySelectorAll("
+                                       "'div.vaelab-web-explorer')).map(r => r.dataset.ready)"
+                                       ".join() === '1,1'", timeout=30_000)
+                before, after = drag_first_slider(page)
+                page.wait_for_timeout(500)  # anything the page still logs
+                shot = tmp_path / "export.png"
+                page.screenshot(path=shot, full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    print(f"\nscreenshot: {shot}")
+    assert math["typeset"] == 2 and math["svg"] >= 2, math  # inline and display, drawn in SVG
+    assert not re.search(r"[$]|\\[(\[a-zA-Z]", math["left"]), math["left"]  # no raw TeX left
+    assert after["pixels"] != before["pixels"] and after["readout"] != before["readout"]
+    assert problems == []
+
+
+def drag_first_slider(page) -> tuple[dict, dict]:
+    """Drag the first in-page explorer's first slider to 90 % with the mouse: its pixels and
+    readout before and after."""
+    state = """(move) => {
+        const root = document.querySelector('div.vaelab-web-explorer');
+        const input = root.querySelector('input[type=range]');
+        input.scrollIntoView({block: 'center'});
+        const box = input.getBoundingClientRect();
+        const at = (input.value - input.min) / (input.max - input.min);
+        return {x: box.left + 8 + at * (box.width - 16), y: box.top + box.height / 2,
+                to: box.left + 0.9 * box.width, pixels: Array.from(root.vaelab.pixels()),
+                readout: root.querySelector('.vaelab-web-readout').textContent};
+    }"""
+    before = page.evaluate(state, None)
+    page.mouse.move(before["x"], before["y"])
+    page.mouse.down()
+    page.mouse.move(before["to"], before["y"], steps=8)
+    page.mouse.up()
+    return before, page.evaluate(state, None)
 
 
 STORED = Path(__file__).parents[1] / "notebooks"

@@ -230,13 +230,21 @@ def test_explorers_display_as_their_widget_with_a_static_picture_beside(data):
 
 def test_a_disconnected_explorer_says_to_run_its_cell():
     """The note is in the widget but hidden by CSS unless ipywidgets marks the view
-    disconnected (no kernel behind it)."""
+    disconnected or JupyterLab's kernel status says the kernel is gone (shut down, dead)."""
     for ex in (widgets.latent_explorer(tiny(2)),
                widgets.interpolation_explorer(tiny(2), torch.zeros(2), torch.ones(2))):
         notes = [c for c in ex.widget.children + ex.widget.children[0].children
                  if "vaelab-live-note" in getattr(c, "_dom_classes", ())]
         assert len(notes) == 1 and widgets.LIVE_NOTE in notes[0].value
-        assert ".jupyter-widgets-disconnected .vaelab-live-note{display:block}" in notes[0].value
+        css = notes[0].value
+        assert ".vaelab-live-note{display:none}" in css
+        assert ".jupyter-widgets-disconnected .vaelab-live-note," in css
+        shown = re.search(r"\.jp-NotebookPanel:has\((.*?)\) \.vaelab-live-note\{display:block\}",
+                          css)
+        assert shown, css
+        for status in ("unknown", "dead"):  # shut down (tests/test_browser.py), died
+            assert f'[data-status="{status}"]' in shown.group(1)
+        assert '"idle"' not in shown.group(1) and '"busy"' not in shown.group(1)
 
 
 def test_arrow_keys_move_a_useful_step_and_long_codes_fit_two_lines():

@@ -45,11 +45,17 @@ VALUES_PER_LINE = 5  # the readout breaks a long code into lines of 5 values
 STATIC_NOTE = "Static picture: run this cell to make the explorer live."
 WEB_NOTE = "Live in this page: the decoder runs in your browser, no Python behind it."
 LIVE_NOTE = "Not connected to Python: run this cell to make the explorer live again."
-# ipywidgets marks a view whose model has no kernel behind it (drawn from saved widget state,
-# or after the kernel stopped) "jupyter-widgets-disconnected"; only then is the note shown.
+# The note is shown only when no kernel is behind the widget: ipywidgets marks a view
+# "jupyter-widgets-disconnected" when it is drawn from saved widget state or the kernel
+# restarts, but not when the kernel is shut down; then JupyterLab's kernel-status indicator in
+# the notebook's toolbar says "unknown" (shut down), "dead", "terminating" or "disconnected".
 # In an explorer the note replaces ipywidgets' broken-link icon on every part.
+NO_KERNEL = ",".join(f'[data-status="{s}"]'
+                     for s in ("unknown", "dead", "terminating", "disconnected"))
 NOTE_CSS = ("<style>.vaelab-live-note{display:none}"
-            ".jupyter-widgets-disconnected .vaelab-live-note{display:block}"
+            ".jupyter-widgets-disconnected .vaelab-live-note,"
+            f".jp-NotebookPanel:has(.jp-Notebook-ExecutionIndicator:is({NO_KERNEL}))"
+            " .vaelab-live-note{display:block}"
             ".vaelab-explorer.jupyter-widgets-disconnected::before,"
             ".vaelab-explorer .jupyter-widgets-disconnected::before{display:none}</style>")
 

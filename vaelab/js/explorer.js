@@ -137,7 +137,10 @@ function build(root, config, decoder) {
     [...rows.map((r) => r.row), ...(config.extra ? [caption(config.extra)] : []),
      element("div", { style: "display:flex;align-items:center;gap:8px;flex-wrap:wrap" }, [reset, readout]),
      note]);
-  const middle = element("div", {}, [caption(config.caption), pic.canvas]);
+  // As wide as the picture: a caption in a wider font wraps instead of pushing the scatter
+  // onto a new row (the three panels fit a 1,400-px JupyterLab with the file browser open).
+  const middle = element("div", { style: `width:${decoder.width * config.scale}px` },
+    [caption(config.caption), pic.canvas]);
   let panels;
   if (interpolation) {
     const end = (e) => element("div", {}, [caption(e.name), element("img", { src: e.src, alt: e.name })]);
