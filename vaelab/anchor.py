@@ -1,4 +1,4 @@
-"""The anchor loss: pin "round" digits to one corner of the latent space and "sticks" to the other.
+"""The anchor loss: pull images by their "donutness" towards one corner of the latent space.
 
 Each image gets a *donutness* d(x) in [-1, 1]: the share of its ink on a ring (the donut map)
 minus the share on a vertical bar (the stick map). The anchor loss moves the image's prior from
@@ -6,7 +6,8 @@ N(0, I) to N(a · d(x), I) in every coordinate (``anchor_prior_mean``), so the K
 
     KL(q(z|x) || N(a · d(x), I)) = KL at μ − a · d(x) of the standard formula  (``anchor_kl``)
 
-pulls zeros towards (+a, +a, …) and ones towards (−a, −a, …). ``vaelab.losses.vae_loss`` takes
+pulls ring-shaped images (in MNIST, the 0s) towards (+a, +a, …) and bar-shaped ones (the 1s)
+towards (−a, −a, …); where the other digits go, training decides (notebook 06 measures it). ``vaelab.losses.vae_loss`` takes
 the shifted mean as ``prior_mean``; ``fit(..., anchor_rate=a)`` passes it. Notebook 06 tells
 the story.
 """
