@@ -7,9 +7,9 @@ N(0, I) to N(a · d(x), I) in every coordinate (``anchor_prior_mean``), so the K
     KL(q(z|x) || N(a · d(x), I)) = KL at μ − a · d(x) of the standard formula  (``anchor_kl``)
 
 pulls ring-shaped images (in MNIST, the 0s) towards (+a, +a, …) and bar-shaped ones (the 1s)
-towards (−a, −a, …); where the other digits go, training decides (notebook 06 measures it). ``vaelab.losses.vae_loss`` takes
-the shifted mean as ``prior_mean``; ``fit(..., anchor_rate=a)`` passes it. Notebook 06 tells
-the story.
+towards (−a, −a, …); where the other digits go, training decides (notebook 06 measures it).
+``vaelab.losses.vae_loss`` takes the shifted mean as ``prior_mean``; ``fit(...,
+anchor_rate=a)`` passes it. Notebook 06 tells the story.
 """
 
 from __future__ import annotations
