@@ -344,9 +344,12 @@ class _Explorer:
         self.update()
 
     def static_html(self, note: str = STATIC_NOTE) -> str:
-        """HTML of the explorer as it is now: its pictures (inline PNG), the readout and
-        ``note``. The first picture, the decoded image, has class ``vaelab-static-picture``."""
-        pictures = [img_tag(png, alt, "vaelab-static-picture" if i == 0 else "")
+        """HTML of the explorer as it is now: its pictures (inline PNG), each captioned with
+        what it shows, the readout and ``note``. The first picture, the decoded image, has class
+        ``vaelab-static-picture``."""
+        pictures = [f'<figure style="margin:0">'
+                    f'{img_tag(png, alt, "vaelab-static-picture" if i == 0 else "")}'
+                    f'<figcaption style="font-size:12px">{html.escape(alt)}</figcaption></figure>'
                     for i, (png, alt) in enumerate(self._pictures())]
         return ('<div class="vaelab-static">'
                 '<div style="display:flex;flex-wrap:wrap;align-items:center;gap:12px">'
