@@ -712,6 +712,9 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
         elif ylim[0] <= c - xlim[1] <= ylim[1]:  # through the right side: label beside it
             ax.annotate(f"{c:g}", (xlim[1], c - xlim[1]), xytext=(3, 0), ha="left",
                         va="center", **label)
+        elif ylim[0] <= c - xlim[0] <= ylim[1]:  # left and bottom only: label inside, left
+            ax.annotate(f"{c:g}", (xlim[0], c - xlim[0]), xytext=(3, 2), ha="left",
+                        va="bottom", **label)
     ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
@@ -720,7 +723,7 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
 def plot_rate_distortion(result, title: str | None = None) -> Figure:
     """Rate (mean KL) against distortion (mean reconstruction term) of a ``SweepResult``, one
     point per model, coloured by β; dashed lines join the points of equal ELBO (rate +
-    distortion = constant), labelled with −ELBO in nats on the frame."""
+    distortion = constant), each labelled with −ELBO in nats; the legend sits below the axes."""
     t = _sweep_table(result, ("beta", "rate", "distortion"))
     colours = _beta_colours(t["beta"])
     fig = new_figure(7, 5)
@@ -731,7 +734,8 @@ def plot_rate_distortion(result, title: str | None = None) -> Figure:
     _equal_elbo_lines(ax, t["rate"].to_numpy(float), t["distortion"].to_numpy(float))
     ax.set_xlabel("rate: mean KL(q(z|x) ‖ p(z))  [nats per image]")
     ax.set_ylabel("distortion: mean −log p(x|z)  [nats per image]")
-    ax.legend(title="β", fontsize=8, loc="best")
+    ax.legend(title="β", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+              ncol=min(8, t["beta"].nunique() + 1))  # below the axes: no line runs through it
     name = getattr(result, "name", "sweep")
     ax.set_title(title or f"{name}: rate against distortion, one point per model", pad=16)
     ax.grid(alpha=0.2)
