@@ -109,14 +109,16 @@ def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
     noises = [torch.Generator().manual_seed(s) for s in seeds]  # z draws, as fit's
     histories = [History() for _ in models]
     bar = Estimate(len(models), epochs, len(x), batch_size, progress, label)
+    epoch = 0  # the epoch a non-finite loss stops in
     try:
-        for epoch in range(1, epochs + 1):  # noqa: B007 - named in the error below
-            start = time.perf_counter()
-            sums = train_epoch(models[0], params, optimizer, x, betas_t, likelihood,
-                               batch_size, orders, noises, bar)
-            share = (time.perf_counter() - start) / len(models)
-            record(histories, models, params, sums / len(x), test_data, likelihood, betas,
-                   seeds, share)
+        with fast.tuned_threads(optimizer, torch.device("cpu")):  # fit's thread tuner
+            for epoch in range(1, epochs + 1):  # noqa: B007 - named in the error below
+                start = time.perf_counter()
+                sums = train_epoch(models[0], params, optimizer, x, betas_t, likelihood,
+                                   batch_size, orders, noises, bar)
+                share = (time.perf_counter() - start) / len(models)
+                record(histories, models, params, sums / len(x), test_data, likelihood,
+                       betas, seeds, share)
     except NonFiniteBatches as err:
         m = err.model
         raise NonFiniteLossError(
