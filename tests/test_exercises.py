@@ -794,7 +794,7 @@ def test_reparameterize_needs_fresh_noise_on_every_call(capsys):
 ], ids=["naive-log-sigmoid", "bce-on-probabilities"])
 def test_a_reconstruction_that_breaks_on_large_logits_fails_and_says_why(fn, capsys):
     ok, line = verdict(check.bernoulli_reconstruction, fn, capsys)
-    assert not ok and "logits of ±40" in line, line
+    assert not ok and "large ones (±40, ±150)" in line, line
 
 
 def test_vae_loss_breaking_on_large_logits_fails(capsys):
@@ -804,7 +804,7 @@ def test_vae_loss_breaking_on_large_logits_fails(capsys):
         return (rec.flatten(1).sum(1) + beta * kl).mean()
 
     ok, line = verdict(check.vae_loss, fn, capsys)
-    assert not ok and "logits of ±40" in line, line
+    assert not ok and "large ones (±40, ±150)" in line, line
 
 
 def test_vae_loss_with_the_kl_averaged_over_latents_gets_that_hint(capsys):
@@ -838,3 +838,23 @@ def test_reparameterize_refuses_torch_distributions_rsample(capsys):
 
     ok, line = verdict(check.reparameterize, fn, capsys)
     assert not ok and "torch.distributions" in line, line
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (lambda x: (lambda ink, d, s, eps: (d - s) / ink.sum(1).clamp(min=1))(*_ink(x)),
+     "faint copy"),
+    (lambda x: (lambda ink, d, s, eps: (d - s) / ink.sum(1) if (ink.sum(1) > 0).all()
+                else torch.zeros(len(x)))(*_ink(x)), "with a blank image in the batch"),
+], ids=["clamped-denominator", "zeros-for-the-whole-batch"])
+def test_donutness_scores_each_image_on_its_own_ink(fn, expected, capsys):
+    ok, line = verdict(check.donutness, fn, capsys)
+    assert not ok and expected in line, line
+
+
+def test_log_of_sigmoid_of_minus_logit_breaks_beyond_100_and_fails(capsys):
+    def rec(l, x):  # the hint's identity, written with torch.log(torch.sigmoid(...))
+        return -(x * torch.log(torch.sigmoid(l)) + (1 - x) * torch.log(torch.sigmoid(-l))) \
+            .flatten(1).sum(1)
+
+    ok, line = verdict(check.bernoulli_reconstruction, rec, capsys)
+    assert not ok and "large ones (±40, ±150)" in line, line

@@ -396,21 +396,41 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _stable_on_large_logits(fn, mean: bool = False) -> None:
-    """A trained decoder gives logits of ±40 and beyond far from its codes, where sigmoid rounds
-    to exactly 0 or 1 in float32: the reconstruction term must stay finite and right there
+    """A trained decoder gives logits of ±40 to ±150 far from its codes, where sigmoid rounds to
+    exactly 0 or 1 in float32: the reconstruction term must stay finite and right there
     (``mean``: ``fn`` gives its batch mean, not one value per image)."""
     g = torch.Generator().manual_seed(3)
-    logits = 40 * torch.randn(2, 1, 28, 28, generator=g).sign()
+    logits = torch.tensor([40.0, 150.0]).view(2, 1, 1, 1) * torch.randn(
+        2, 1, 28, 28, generator=g).sign()  # ±40 and ±150: a trained decoder's far logits
     x = torch.rand(2, 1, 28, 28, generator=g)
     out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
                   "the reconstruction term per image").detach().reshape(-1)
     want = losses.bernoulli_nll_per_image(logits, x)
     want = want.mean().reshape(1) if mean else want
     if out.shape != want.shape or not _close(out, want, rtol=1e-4, atol=1e-2):
-        raise _Problem("right on moderate logits but not on logits of ±40, which a trained "
-                       "decoder gives far from its codes (there sigmoid rounds to 0 or 1 and "
-                       "its log is −inf or clipped) — work with the logits: "
-                       "F.binary_cross_entropy_with_logits")
+        raise _Problem("right on moderate logits but not on large ones (±40, ±150), which a "
+                       "trained decoder gives far from its codes: there sigmoid rounds to 0 or "
+                       "1 and its log is −inf or clipped — work with the logits themselves "
+                       "(log σ(ℓ) = −softplus(−ℓ))")
+
+
+def _donut_edge_cases(fn) -> None:
+    """Each image is scored on its own ink: a faint copy (ink × 0.001) scores as the image does,
+    and a blank image beside inked ones still scores 0 while they keep their scores."""
+    donut = anchor.donut_map()[None]
+    x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, anchor.stick_map()[None]])
+    out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
+    out, want = out.detach().reshape(-1).double(), anchor.donutness(x).double()
+    if out.shape != want.shape:
+        raise _Problem(f"four images gave {tuple(out.shape)} scores; return one per image")
+    full = [0, 1, 3]  # the blank image, the donut map and the stick map
+    if not _close(out[full], want[full], atol=1e-3):
+        raise _Problem("with a blank image in the batch the scores change — score each image "
+                       "on its own ink: the blank one 0, the others as without it")
+    if abs(out[2] - want[2]) > 1e-3:
+        raise _Problem(f"a faint copy of the donut map (ink × 0.001) scores {out[2]:.2f}, not "
+                       f"{want[2]:.2f} like the map itself — divide by the image's own total "
+                       "ink, with only a tiny eps (1e-8) against 0/0")
 
 
 def _kl_variants(mu, logvar):
@@ -790,6 +810,7 @@ class Checks:
         if blank.shape != (2,) or (blank != 0).any():
             raise _Problem(f"a blank image has no ink on either map, so its score must be 0; "
                            f"two blank images gave {blank.tolist()}")
+        _donut_edge_cases(fn)
         return "donut share − stick share of each image's ink, and 0 for a blank image" + note
 
     @staticmethod
