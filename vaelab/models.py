@@ -188,7 +188,8 @@ class ConvVAE(LatentModel):
     256→128 (6×6, s2), 128→1 (6×6, s2): 1 → 4 → 12 → 28, logits.
 
     ``fast=True`` (default) runs the transposed convolutions as ``vaelab.fast``'s
-    ``FastConvTranspose2d``: same parameters and results, several times faster on the CPU.
+    ``FastConvTranspose2d``: same parameters and results (up to float rounding), faster on
+    some CPUs than torch's kernel (``benchmarks/bench_training.py`` measures it).
     ``fast=False`` keeps torch's own layers. Checkpoints load either way.
     """
 
