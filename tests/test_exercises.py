@@ -111,8 +111,9 @@ def _fixed_eps(mu, logvar):
 REPARAM_WRONG = [
     (lambda mu, logvar: mu, "no noise was added"),
     (lambda mu, logvar: mu + torch.randn_like(mu) * logvar.exp(),
-     "σ = exp(logvar) is the variance σ²"),
-    (lambda mu, logvar: mu + torch.randn_like(mu) * logvar, "logvar was used as σ itself"),
+     "exp(logvar) is the variance σ²"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * logvar,
+     "logvar was used as the standard deviation itself"),
     (lambda mu, logvar: mu + torch.randn_like(mu) * (-0.5 * logvar).exp(), "is 1/σ"),
     (lambda mu, logvar: mu + torch.rand_like(mu) * std_of(logvar), "torch.rand_like"),
     (lambda mu, logvar: torch.randn_like(mu) * std_of(logvar), "centred on 0, not on μ"),
@@ -762,9 +763,9 @@ def test_vae_loss_with_a_cut_gradient_fails(fn, capsys):
 
 @pytest.mark.parametrize("noise, expected", [
     (lambda mu: torch.randn(len(mu) // 2 + 1, mu.shape[1]).repeat_interleave(2, 0)[:len(mu)],
-     "related"),
+     "repeat"),
     (lambda mu: (lambda e: torch.stack([e, -e], 1).reshape(-1, mu.shape[1])[:len(mu)])(
-        torch.randn(len(mu) // 2 + 1, mu.shape[1])), "related"),
+        torch.randn(len(mu) // 2 + 1, mu.shape[1])), "repeat"),
     (lambda mu: 1.035 * torch.randn_like(mu), "wrong spread"),
 ], ids=["pairs-share", "antithetic", "scale-3.5%-off"])
 def test_reparameterize_needs_independent_rows_and_the_exact_spread(noise, expected, capsys):
@@ -829,7 +830,7 @@ def test_gaussian_kl_with_the_number_of_latents_written_in_fails(capsys):
 def test_reparameterize_refuses_noise_shared_between_the_halves(noise, capsys):
     ok, line = verdict(check.reparameterize,
                        lambda mu, lv: mu + torch.exp(0.5 * lv) * noise(mu), capsys)
-    assert not ok and "related" in line, line
+    assert not ok and ("related" in line or "repeat" in line), line
 
 
 def test_reparameterize_refuses_torch_distributions_rsample(capsys):
@@ -858,3 +859,18 @@ def test_log_of_sigmoid_of_minus_logit_breaks_beyond_100_and_fails(capsys):
 
     ok, line = verdict(check.bernoulli_reconstruction, rec, capsys)
     assert not ok and "large ones (±40, ±150)" in line, line
+
+
+def test_reparameterize_refuses_noise_repeating_every_third_of_the_batch(capsys):
+    def fn(mu, logvar):
+        n = len(mu)
+        return mu + torch.exp(0.5 * logvar) * torch.randn(-(-n // 3), mu.shape[1]).repeat(3, 1)[:n]
+
+    ok, line = verdict(check.reparameterize, fn, capsys)
+    assert not ok and "repeat" in line, line
+
+
+def test_reparameterize_messages_give_hints_not_the_formula(capsys):
+    for wrong in (lambda mu, lv: mu, lambda mu, lv: mu + torch.randn_like(mu) * lv.exp()):
+        _, line = verdict(check.reparameterize, wrong, capsys)
+        assert "exp(½·logvar)" not in line and "σ·ε" not in line, line

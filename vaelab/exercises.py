@@ -504,6 +504,10 @@ def _donut_variants(x, ref):
 def _independent_rows(e: torch.Tensor) -> None:
     """The standardised noise ``e`` (N, L) of ``reparameterize`` must be drawn afresh for every
     row: neighbouring rows, and the two halves of the batch, uncorrelated (about 0 ± 0.014)."""
+    rows = e.abs().round(decimals=6)
+    if len(torch.unique(rows, dim=0)) < len(rows):
+        raise _Problem("some rows' ε repeat (or mirror) other rows' — every row needs its own "
+                       "independent draw: torch.randn_like(mu)")
     half = len(e) // 2
     pairs = torch.stack([torch.corrcoef(torch.stack([a[:, j], b[:, j]]))[0, 1]
                          for a, b in ((e[0::2], e[1::2]), (e[:half], e[half:2 * half]))
@@ -517,16 +521,16 @@ def _check_spread(std: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) 
     """Name the mistake if the sample's ``std`` per dimension is not ``sigma``."""
     if ((std / sigma.double() - 1).abs() <= 0.025).all():  # 3.5 standard errors at n = 10,000
         return
-    wrong = [(sigma.square(), "σ = exp(logvar) is the variance σ²; the standard deviation is "
-              "exp(½·logvar)"),
-             (logvar.abs(), "logvar was used as σ itself; σ = exp(½·logvar)"),
-             (1 / sigma, "exp(−½·logvar) is 1/σ — drop the minus sign"),
-             (sigma.sqrt(), "exp(¼·logvar) is √σ; σ = exp(½·logvar)")]
+    wrong = [(sigma.square(), "exp(logvar) is the variance σ², not the standard deviation σ "
+              "that scales the noise — logvar is log σ²: what gives σ?"),
+             (logvar.abs(), "logvar was used as the standard deviation itself; it is log σ²"),
+             (1 / sigma, "your spread is 1/σ — check the sign in the exponent"),
+             (sigma.sqrt(), "your spread is √σ — check the factor in the exponent")]
     for spread, message in wrong:
         if ((std / spread.double() - 1).abs() < 0.05).all():
             raise _Problem(message)
-    raise _Problem("z has the wrong spread — its standard deviation per dimension must be "
-                   "σ = exp(½·logvar)")
+    raise _Problem("z has the wrong spread — its standard deviation per dimension must be σ, "
+                   "where logvar = log σ²")
 
 
 def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
@@ -613,7 +617,8 @@ class Checks:
     @staticmethod
     @_checker("z, a tensor shaped like mu")
     def reparameterize(fn):
-        """Check ``fn(mu, logvar) -> z``: z = μ + σ·ε with ε ~ N(0, I), σ = exp(½·logvar)."""
+        """Check ``fn(mu, logvar) -> z``: one sample of N(μ, σ²) per row (``logvar`` = log σ²),
+        with gradients reaching ``mu`` and ``logvar``."""
         n = 10_000
         mu0 = torch.tensor([1.0, -2.0, 0.5])
         sigma = torch.tensor([2.0, 0.5, 1.5])
@@ -625,11 +630,12 @@ class Checks:
         if z.shape != mu.shape:
             raise _Problem(f"z should have the shape of mu {tuple(mu.shape)}; "
                            f"got {tuple(z.shape)}")
-        _finite(z, "σ = exp(½·logvar) is always finite; don't take a log or sqrt of logvar")
+        _finite(z, "σ is finite for every logvar; don't take a log or sqrt of logvar")
         again = _tensor(_call(fn, "fn(mu, logvar)", mu.detach(), logvar.detach()), "z")
         zd = z.detach().double()
         if _close(zd, mu0.double().expand(n, 3)):
-            raise _Problem("z equals μ — no noise was added; z = μ + σ·ε with ε ~ N(0, I)")
+            raise _Problem("z equals μ — no noise was added: a sample of N(μ, σ²) varies "
+                           "around μ")
         third = _tensor(_call(fn, "fn(mu, logvar)", mu.detach(), logvar.detach()), "z")
         if torch.equal(z.detach(), again.detach()) or torch.equal(z.detach(), third.detach()):
             raise _Problem("z repeats from one call to another — draw a fresh ε inside the "
@@ -665,7 +671,8 @@ class Checks:
                    and _close(logvar.grad, 0.5 * (z.detach() - mu0), atol=1e-3))
         if not grad_ok:
             raise _Problem("the values are right but gradients don't flow through μ and σ — "
-                           "write z = μ + σ·ε yourself (torch.normal and .sample() don't)")
+                           "build z from mu, logvar and the noise with tensor operations "
+                           "yourself (torch.normal and .sample() pass no gradient)")
         return "z = μ + σ·ε with fresh standard-normal ε, σ = exp(½·logvar), gradients flow"
 
     @staticmethod
