@@ -904,3 +904,16 @@ def test_conv_shapes_written_with_np_floor_pass(capsys):
         return out
 
     passes(check.conv_encoder_shapes, shapes, capsys)
+
+
+def test_donutness_that_squeezes_the_batch_axis_fails_on_one_image(capsys):
+    from vaelab.anchor import donut_map, stick_map
+
+    def fn(x):
+        ink = x.squeeze().flatten(1)  # (N, 784), but (28, 28) for a batch of one image
+        total = ink.sum(1)
+        d, s = ink @ donut_map().flatten(), ink @ stick_map().flatten()
+        return (d - s) / (total + 1e-8)
+
+    ok, line = verdict(check.donutness, fn, capsys)
+    assert not ok, line

@@ -418,7 +418,8 @@ def _stable_on_large_logits(fn, mean: bool = False) -> None:
 
 def _donut_edge_cases(fn) -> None:
     """Each image is scored on its own ink: a faint copy (ink × 0.001) scores as the image does,
-    and a blank image beside inked ones still scores 0 while they keep their scores."""
+    a blank image beside inked ones still scores 0 while they keep their scores, and a batch
+    of one image works."""
     donut = anchor.donut_map()[None]
     x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, anchor.stick_map()[None]])
     out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
@@ -430,9 +431,13 @@ def _donut_edge_cases(fn) -> None:
         raise _Problem("with a blank image in the batch the scores change — score each image "
                        "on its own ink: the blank one 0, the others as without it")
     if abs(out[2] - want[2]) > 1e-3:
-        raise _Problem(f"a faint copy of the donut map (ink × 0.001) scores {out[2]:.2f}, not "
-                       f"{want[2]:.2f} like the map itself — divide by the image's own total "
+        raise _Problem(f"a faint copy of the donut map (ink × 0.001) scores {out[2]:.3f}, not "
+                       f"{want[2]:.3f} like the map itself — divide by the image's own total "
                        "ink, with only a tiny eps (1e-8) against 0/0")
+    one = _tensor(_call(fn, "fn(x)", x[1:2].clone()), "the scores", numpy_ok=True)
+    if one.numel() != 1 or abs(float(one.detach().reshape(-1)[0]) - float(want[1])) > 1e-3:
+        raise _Problem("a batch of one image (N = 1) must give one score of shape (1,) — "
+                       "don't squeeze the batch axis away")
 
 
 def _kl_variants(mu, logvar):
