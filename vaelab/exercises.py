@@ -23,7 +23,9 @@ While the student's function runs, the checker also makes sure that:
 * it writes the answer itself: a function that calls vaelab's own answer (any function of
   ``vaelab.losses``, ``vaelab.anchor`` or ``vaelab.metrics``, or ``models.reparameterize``)
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
-  given maps ``anchor.donut_map`` and ``anchor.stick_map`` and running ``ConvVAE``'s layers.
+  given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the KL
+  refuses ``torch.distributions``' closed form, the reparameterisation its ``rsample``, and the
+  conv-shape exercises running a ``ConvVAE`` or any conv layer (the shapes are worked out).
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it); while another profiler runs (``%prun``) it is off;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
@@ -110,8 +112,9 @@ class _TimeUp(BaseException):
 # torch's closed-form KL answers the KL exercise in one call (gaussian_kl forbids it; the
 # other exercises may use it)
 TORCH_KL_FILE = torch.distributions.kl.__file__
-# the shape exercises are worked out by hand: running vaelab's ConvVAE answers them
-VAELAB_MODELS = frozenset({models.__file__, fast.__file__})
+# the shape exercises are worked out by hand: running vaelab's ConvVAE (or any conv layer)
+# answers them
+VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call
 TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
 
@@ -147,8 +150,8 @@ class _Watch:
     def _on_event(self, frame, event: str, arg) -> None:
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
-            self.called = (f"torch.distributions ({code.co_qualname})" if code.co_filename
-                           .startswith(TORCH_DISTRIBUTIONS) else f"vaelab's own {code.co_qualname}")
+            mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
+            self.called = f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}"
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
