@@ -929,3 +929,17 @@ def test_conv_shapes_by_running_conv_layers_of_ones_own_fail(capsys):
 
     ok, line = verdict(check.conv_encoder_shapes, shapes, capsys)
     assert not ok and "torch's own" in line, line
+
+
+@pytest.mark.parametrize("fn", [
+    lambda l, x, mu, lv, beta: (F.binary_cross_entropy_with_logits(l, x, reduction="none")
+                                .flatten(1).sum(1).mean()
+                                + beta * (0.5 * (mu ** 2 + lv.exp() - lv - 1)).mean(1).mean() * 3),
+    lambda l, x, mu, lv, beta: (F.binary_cross_entropy_with_logits(l, x, reduction="none")
+                                .flatten(1).sum(1).mean()
+                                + beta * (0.5 * (mu ** 2 + lv.exp() - lv - 1)).sum(1)[1:].sum()
+                                / len(x)),
+], ids=["latents-written-in", "first-image-dropped"])
+def test_vae_loss_must_hold_for_other_sizes(fn, capsys):
+    ok, line = verdict(check.vae_loss, fn, capsys)
+    assert not ok and "6 images with 5 latent" in line, line

@@ -443,6 +443,22 @@ def _donut_edge_cases(fn) -> None:
                        "don't squeeze the batch axis away")
 
 
+def _vae_loss_other_sizes(fn) -> None:
+    """The loss must be right for another batch (6 images, none at the prior) and another
+    number of latents (5), so a batch size or latent count written in shows."""
+    g = torch.Generator().manual_seed(5)
+    logits = (3 * torch.randn(6, 1, 28, 28, generator=g)).clamp(-8, 8)
+    x = torch.rand(6, 1, 28, 28, generator=g)
+    mu, logvar = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits, x, mu, logvar, 2.0),
+                  "the loss")
+    if out.numel() != 1 or not _close(out.detach().reshape(()),
+                                      losses.vae_loss(logits, x, mu, logvar, beta=2.0).total):
+        raise _Problem("right for the first inputs but not for 6 images with 5 latent "
+                       "dimensions — nothing may depend on a fixed batch size or number of "
+                       "latents: sum over the dimensions each tensor has, average over its rows")
+
+
 def _kl_variants(mu, logvar):
     """Known wrong KL formulas, ``(N,)`` each, with what to say."""
     ref = losses.kl_divergence(mu, logvar)
@@ -788,6 +804,7 @@ class Checks:
             raise _Problem(message or f"with β = {beta:g} the loss is off — it is the batch "
                            "mean of reconstruction + β·KL; check the terms with "
                            "check.bernoulli_reconstruction and check.gaussian_kl")
+        _vae_loss_other_sizes(fn)
         kl_2 = losses.kl_divergence(mu[:2], logvar[:2]).mean()  # outside the watched call
         _stable_on_large_logits(lambda lg, xb: fn(lg, xb, mu[:2], logvar[:2], 1.0) - kl_2,
                                 mean=True)
