@@ -943,3 +943,8 @@ def test_conv_shapes_by_running_conv_layers_of_ones_own_fail(capsys):
 def test_vae_loss_must_hold_for_other_sizes(fn, capsys):
     ok, line = verdict(check.vae_loss, fn, capsys)
     assert not ok and "6 images with 5 latent" in line, line
+
+
+def test_donutness_squeezed_to_a_scalar_for_one_image_fails(capsys):
+    ok, line = verdict(check.donutness, lambda x: _donutness_own(x).squeeze(), capsys)
+    assert not ok and "batch of one" in line, line

@@ -438,7 +438,8 @@ def _donut_edge_cases(fn) -> None:
                        f"{want[2]:.3f} like the map itself — divide by the image's own total "
                        "ink, with only a tiny eps (1e-8) against 0/0")
     one = _tensor(_call(fn, "fn(x)", x[1:2].clone()), "the scores", numpy_ok=True)
-    if one.numel() != 1 or abs(float(one.detach().reshape(-1)[0]) - float(want[1])) > 1e-3:
+    if one.dim() == 0 or one.shape[0] != 1 or one.numel() != 1 or abs(
+            float(one.detach().reshape(-1)[0]) - float(want[1])) > 1e-3:  # (1,), or (1, 1)
         raise _Problem("a batch of one image (N = 1) must give one score of shape (1,) — "
                        "don't squeeze the batch axis away")
 
