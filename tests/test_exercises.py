@@ -825,7 +825,7 @@ def test_vae_loss_with_the_kl_averaged_over_latents_gets_that_hint(capsys):
 def test_gaussian_kl_with_the_number_of_latents_written_in_fails(capsys):
     ok, line = verdict(check.gaussian_kl,
                        lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - lv - 1).mean(1) * 3, capsys)
-    assert not ok and "not for 5" in line, line
+    assert not ok and "not for 5 latent" in line, line
 
 
 @pytest.mark.parametrize("noise", [
@@ -948,3 +948,9 @@ def test_vae_loss_must_hold_for_other_sizes(fn, capsys):
 def test_donutness_squeezed_to_a_scalar_for_one_image_fails(capsys):
     ok, line = verdict(check.donutness, lambda x: _donutness_own(x).squeeze(), capsys)
     assert not ok and "batch of one" in line, line
+
+
+def test_gaussian_kl_with_a_clamped_logvar_fails(capsys):
+    ok, line = verdict(check.gaussian_kl, lambda mu, lv: (lambda v: 0.5 * (
+        mu ** 2 + v.exp() - v - 1).sum(1))(lv.clamp(-5, 5)), capsys)
+    assert not ok and "not for 5 latent" in line, line
