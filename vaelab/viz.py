@@ -638,7 +638,7 @@ def plot_mutual_information(result, factor_names=None, latent_names=None,
                     color="white" if norm[j, k] > 0.6 else "black")
     for k, j in enumerate(result.top):
         ax.add_patch(Rectangle((k - 0.5, j - 0.5), 1, 1, fill=False, lw=2, color=ACCENT))
-    ax.set_xticks(range(n_fac), [f"{n}\nMIG {g:.2f}" for n, g in
+    ax.set_xticks(range(n_fac), [f"{n}\ngap {g:.2f}" for n, g in
                                  zip(factor_names, result.per_factor, strict=True)], fontsize=8)
     ax.set_yticks(range(n_lat), latent_names, fontsize=8)
     ax.set_xlabel("factor (with its gap between the two most informative latents)")
