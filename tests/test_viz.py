@@ -423,7 +423,7 @@ def test_plot_mutual_information_outlines_each_factors_top_latent():
     result = metrics.mutual_info_gap(codes, factors)  # factor 0 in z₃, factor 1 in z₁
     fig = viz.plot_mutual_information(result, ["colour", "size"])
     ax = fig.axes[0]
-    assert tick_texts(ax.get_xticklabels()) == ["colour\nMIG 1.00", "size\nMIG 1.00"]
+    assert tick_texts(ax.get_xticklabels()) == ["colour\ngap 1.00", "size\ngap 1.00"]
     assert tick_texts(ax.get_yticklabels()) == ["z₁", "z₂", "z₃"]
     assert [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches] == [(0, 2), (1, 0)]
     assert "MIG = 1.000" in ax.get_title() and len(fig.axes) == 2  # heat map and colorbar
