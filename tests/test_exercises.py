@@ -954,3 +954,15 @@ def test_gaussian_kl_with_a_clamped_logvar_fails(capsys):
     ok, line = verdict(check.gaussian_kl, lambda mu, lv: (lambda v: 0.5 * (
         mu ** 2 + v.exp() - v - 1).sum(1))(lv.clamp(-5, 5)), capsys)
     assert not ok and "not for 5 latent" in line, line
+
+
+def test_conv_shapes_by_torch_functional_conv2d_fail(capsys):
+    def shapes():
+        x, out = torch.zeros(1, 1, 28, 28), []
+        for c_in, c_out, k in ((1, 32, 4), (32, 64, 4), (64, 128, 3)):
+            x = F.conv2d(x, torch.zeros(c_out, c_in, k, k), stride=2)
+            out.append(tuple(x.shape))
+        return out
+
+    ok, line = verdict(check.conv_encoder_shapes, shapes, capsys)
+    assert not ok and "torch's own conv2d" in line, line

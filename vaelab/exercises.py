@@ -94,6 +94,9 @@ def _hint(e: Exception, signature: str) -> str:
     msg = str(e)
     if isinstance(e, NameError):
         return "is every name defined? Run the notebook's first cell (the imports) and try again"
+    if "support" in msg and "Boolean" in msg:
+        return ("torch's Bernoulli accepts only 0/1 pixels and these images are grey — write "
+                "the log-likelihood from the logits yourself")
     if "between 0 and 1" in msg:
         return ("binary_cross_entropy wants probabilities, but the decoder gives logits — "
                 "use F.binary_cross_entropy_with_logits")
@@ -115,6 +118,7 @@ TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: running vaelab's ConvVAE (or any conv layer)
 # answers them
 VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__})
+CONV_BUILTINS = frozenset({"conv2d", "conv_transpose2d", "convolution", "_convolution"})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call
 TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
 
@@ -148,6 +152,9 @@ class _Watch:
             sys.setprofile(None)  # what was there before
 
     def _on_event(self, frame, event: str, arg) -> None:
+        if (event == "c_call" and self.called is None and self.forbid is VAELAB_MODELS
+                and getattr(arg, "__name__", "") in CONV_BUILTINS):  # F.conv2d is a builtin
+            self.called = f"torch's own {arg.__name__}"
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
