@@ -35,7 +35,11 @@ def out_file(text: str, force: bool, reading: Path | None = None) -> Path:
     if not text.strip():
         raise UsageError("--out is empty; give a file name, e.g. --out "
                          + ("latents.csv" if reading else "model.pt"))
-    out = Path(text).expanduser()
+    try:
+        out = Path(text).expanduser()
+    except RuntimeError:  # "~name" for a user this machine does not have
+        raise UsageError(f"--out {text}: no such user's home folder; give a path without "
+                         "'~name'") from None
     if text.endswith(("/", os.sep)) or out.is_dir():
         raise UsageError(f"--out {text} is a folder; give a file name in it, e.g. "
                          f"--out {out / ('latents.csv' if reading else 'model.pt')}")
