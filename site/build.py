@@ -126,7 +126,10 @@ def build(out: Path, src: Path | None = None, quiet: bool = True,
         raise NotADirectoryError(f"OUT: {out} is a file; pass a folder for the site")
     src = Path(src) if src is not None else out.parent / "site-src"
     prepare(src, Path(notebooks))
-    args = ["-b", "html", "-c", str(SITE), "-j", "1", str(src), str(out)]
+    # Sphinx's pickled doctrees (20+ MB) are a build cache: kept beside the sources, not
+    # published with the site
+    args = ["-b", "html", "-c", str(SITE), "-d", str(src / ".doctrees"), "-j", "1", str(src),
+            str(out)]
     return build_main(args + (["-q"] if quiet else []))
 
 

@@ -202,7 +202,6 @@ def test_explorers_on_the_page_are_live_and_match_pytorch(site, chromium, name,
     assert problems == [], problems
 
 
-@pytest.mark.xfail(strict=False, reason="stored notebooks not yet rerun")
 @pytest.mark.parametrize("name", EXPLORER_NOTEBOOKS)
 def test_notebooks_02_04_05_carry_in_page_explorers_on_the_site(site, name):
     folder, _ = site
