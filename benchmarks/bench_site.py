@@ -78,7 +78,8 @@ def measure_page(p, url: str, moves: int) -> dict:
         data = base64.b64decode(payload)
         header = json.loads(data[12:12 + int.from_bytes(data[8:12], "little")])
         times = sorted(page.evaluate(TIME_MOVES, [index, moves]))
-        rows.append({"kind": header["kind"], "dtype": header["tensors"][0]["dtype"],
+        dtypes = sorted({t["dtype"] for t in header["tensors"]}, reverse=True)
+        rows.append({"kind": header["kind"], "dtype": "+".join(dtypes),
                      "bytes": len(data), "median_ms": times[len(times) // 2],
                      "max_ms": times[-1]})
     browser.close()
