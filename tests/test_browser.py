@@ -329,7 +329,12 @@ def visible_count(page, selector: str) -> int:
 
 
 def open_notebook(page, url: str, name: str) -> None:
+    """Open ``name`` and wait until it is the current tab and its kernel is idle. Lab restores
+    the tabs of the last visit too, and one of those can be current for a moment."""
     page.goto(f"{url}/lab/tree/{name}", timeout=START_TIMEOUT_S * 1000)
+    page.wait_for_function(f"() => {{ const panel = {PANEL};"
+                           f" return !!panel && !!panel.context && panel.context.path === {name!r}; }}",
+                           timeout=START_TIMEOUT_S * 1000)
     page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
 
 
@@ -459,8 +464,9 @@ def test_saved_explorers_reopen_live_after_saves_and_autosaves(lab, tmp_path):
             clean = lab.root / "reopen_clean.ipynb"  # a file this Lab never signed: untrusted
             clean.write_text(json.dumps(clean_notebooks.clean(stored), indent=1))
             open_notebook(page, lab.url, clean.name)
-            page.wait_for_function(f"() => ({TEXT})().split('Static picture').length === 3",
-                                   timeout=RENDER_TIMEOUT_S * 1000)
+            page.wait_for_function(  # the same words the assertion below counts
+                f"() => ({TEXT})().split('Static picture: run this cell').length === 3",
+                timeout=RENDER_TIMEOUT_S * 1000)
             page.wait_for_timeout(1000)  # kernel info in, language_info compared
             clean_text = page.evaluate(TEXT)
             clean_dirty = page.evaluate(f"{PANEL}.context.model.dirty")
