@@ -169,12 +169,13 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("test_data", [False, True])
-def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data):
+@pytest.mark.parametrize("test_data, anchor", [(False, False), (True, False), (True, True)])
+def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data, anchor):
     from vaelab import batched, fit
 
     x = shapes.images[:300]
     betas, seeds = [0.5, 4.0, 1.0], [0, 1, 2]
+    rates = [2.0, 0.0, 3.5] if anchor else [0.0] * 3  # the anchor loss, one rate per model
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -184,11 +185,12 @@ def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data):
         single.load_state_dict(model.state_dict())
     kw = {"test_data": x[:64]} if test_data else {}
     histories = batched.fit_many(models, x, betas, seeds, epochs=2, batch_size=64,
-                                 progress=False, test_data=x[:64] if test_data else None)
-    for single, model, beta, seed, history in zip(singles, models, betas, seeds, histories,
-                                                  strict=True):
+                                 anchor_rates=rates if anchor else None, progress=False,
+                                 test_data=x[:64] if test_data else None)
+    for single, model, beta, seed, rate, history in zip(singles, models, betas, seeds, rates,
+                                                        histories, strict=True):
         expected = fit(single, x, epochs=2, batch_size=64, beta=beta, seed=seed,
-                       progress=False, **kw)
+                       anchor_rate=rate, progress=False, **kw)
         assert torch.allclose(weights(model), weights(single), atol=1e-4, rtol=1e-3)
         for got, want in zip(history.train, expected.train, strict=True):
             assert got == pytest.approx(want, rel=1e-4)
@@ -205,6 +207,36 @@ def test_sweep_trains_missing_models_together_and_caches_them_for_train_or_load(
     model, history = train_or_load("b-beta2-seed1", make, shapes, epochs=1, beta=2.0, seed=1,
                                    batch_size=64, progress=False, folder=tmp_path)
     assert history.loaded and torch.equal(weights(model), weights(result.model(2, 1)))
+
+
+def test_train_many_trains_the_missing_runs_together_and_shares_train_or_loads_cache(
+        shapes, tmp_path, capsys):
+    from vaelab.sweep import train_many
+
+    common = dict(epochs=1, batch_size=64, likelihood="gaussian", folder=tmp_path,
+                  progress=False)
+    first, _ = train_or_load("a", make, shapes, anchor_rate=2.0, seed=0, **common)
+    runs = [dict(name="a", anchor_rate=a, seed=s) for a in (2.0, 3.0) for s in (0, 1)]
+    trained = train_many(runs, make, shapes, label="anchors", **common)
+    out = capsys.readouterr().out
+    assert "anchors: trained 3 models together in one batched pass" in out
+    assert [h.loaded for _, h in trained] == [True, False, False, False]
+    assert torch.equal(weights(trained[0][0]), weights(first))
+    again, history = train_or_load("a", make, shapes, anchor_rate=3.0, seed=1, **common)
+    assert history.loaded and torch.equal(weights(again), weights(trained[3][0]))
+    assert history.test == trained[3][1].test  # the anchored model's own test loss, stored
+    assert all(h.loaded for _, h in train_many(runs, make, shapes, **common))
+
+
+def test_train_many_says_what_may_differ_between_runs(shapes, tmp_path):
+    from vaelab.sweep import train_many
+
+    with pytest.raises(TypeError, match="runs must be a non-empty list of dicts"):
+        train_many([], make, shapes, epochs=1, folder=tmp_path)
+    with pytest.raises(TypeError, match=r"only beta, seed, anchor_rate may differ.*\['lr'\]"):
+        train_many([dict(name="a", lr=0.1)], make, shapes, epochs=1, folder=tmp_path)
+    with pytest.raises(TypeError, match=r"\['seed'\] set for every run"):
+        train_many([dict(name="a")], make, shapes, epochs=1, seed=3, folder=tmp_path)
 
 
 def test_a_sweep_the_batched_pass_cannot_train_goes_one_model_at_a_time(shapes, tmp_path, capsys):

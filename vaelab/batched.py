@@ -1,7 +1,8 @@
 """Several MLP VAEs trained in one pass: the β sweep's speed work, apart from the textbook loop.
 
-A sweep trains many small ``VAE``s that differ only in β and seed. One at a time, each step is
-a handful of small matrix multiplies and the CPU waits on Python more than it computes. Here
+A sweep trains many small ``VAE``s that differ only in β, seed or anchor rate. One at a time,
+each step is a handful of small matrix multiplies and the CPU waits on Python more than it
+computes. Here
 the M models' weights are stacked (``(M, out, in)`` per layer) and every layer of all M models
 runs as one batched matrix multiply (``torch.baddbmm``); the M losses are summed before
 ``backward`` (their weights are independent, so each model gets exactly its own gradient) and
@@ -23,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import fast
+from .anchor import donutness
 from .data import batches
 from .losses import kl_divergence, reconstruction_per_image
 from .models import VAE
@@ -31,8 +33,8 @@ from .train import TERMS, History, NonFiniteLossError, loss_function, mean_terms
 
 def supports(model: nn.Module, fit_kwargs: dict) -> bool:
     """True when ``fit_many`` can train copies of ``model`` with these ``fit`` settings: a
-    plain ``VAE`` on the CPU, without anchor loss, KL warm-up or free bits."""
-    plain = all(not fit_kwargs.get(k) for k in ("anchor_rate", "kl_warmup_epochs", "free_bits"))
+    plain ``VAE`` on the CPU, without KL warm-up or free bits (the anchor loss is fine)."""
+    plain = all(not fit_kwargs.get(k) for k in ("kl_warmup_epochs", "free_bits"))
     device = fit_kwargs.get("device")
     return type(model) is VAE and plain and (device is None or torch.device(device).type == "cpu")
 
@@ -77,11 +79,15 @@ def forward(vae: VAE, params: dict, x: torch.Tensor, eps: torch.Tensor):
     return logits.view(*x.shape), mu, logvar
 
 
-def loss_terms(logits, x, mu, logvar, betas: torch.Tensor, likelihood: str) -> torch.Tensor:
+def loss_terms(logits, x, mu, logvar, betas: torch.Tensor, likelihood: str,
+               prior_mean: torch.Tensor | None = None) -> torch.Tensor:
     """``vae_loss``'s ``(total, reconstruction, kl)`` of each model, nats per image (batch
-    means): ``(3, M)``. ``betas``: ``(M,)``."""
+    means): ``(3, M)``. ``betas``: ``(M,)``; ``prior_mean``: ``(M, B)`` each image's prior mean
+    in every coordinate (the anchor loss), or None for N(0, I)."""
     m, b = mu.shape[:2]
     rec = reconstruction_per_image(logits.flatten(0, 1), x.flatten(0, 1), likelihood)
+    if prior_mean is not None:
+        mu = mu - prior_mean.unsqueeze(2)  # KL to N(m, I) is the standard KL at μ − m
     kl = kl_divergence(mu.flatten(0, 1), logvar.flatten(0, 1))
     rec, kl = rec.view(m, b).mean(1), kl.view(m, b).mean(1)
     return torch.stack([rec + betas * kl, rec, kl])
@@ -89,10 +95,11 @@ def loss_terms(logits, x, mu, logvar, betas: torch.Tensor, likelihood: str) -> t
 
 def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
              batch_size: int = 128, lr: float = 1e-3, likelihood: str = "bernoulli",
-             test_data: torch.Tensor | None = None, progress: bool = True,
+             anchor_rates=None, test_data: torch.Tensor | None = None, progress: bool = True,
              label: str = "models") -> list[History]:
-    """Train ``models[m]`` with β ``betas[m]`` and seed ``seeds[m]`` as ``vaelab.fit`` would,
-    all M in one batched pass; return one ``History`` per model.
+    """Train ``models[m]`` with β ``betas[m]``, seed ``seeds[m]`` and anchor rate
+    ``anchor_rates[m]`` (default: none) as ``vaelab.fit`` would, all M in one batched pass;
+    return one ``History`` per model.
 
     ``models``: VAEs of one configuration, each freshly built after
     ``torch.manual_seed(seeds[m])`` (as ``train_or_load`` builds them). ``x``: checked training
@@ -105,6 +112,9 @@ def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
     params = stack(models)
     optimizer = fast.adam(list(params.values()), lr, torch.device("cpu"))
     betas_t = torch.tensor([float(b) for b in betas])
+    rates = [0.0] * len(models) if anchor_rates is None else [float(a) for a in anchor_rates]
+    # The anchor loss's prior mean a_m · d(x) (vaelab.anchor): d of every training image, once.
+    anchors = (torch.tensor(rates), donutness(x)) if any(rates) else None
     orders = [torch.Generator().manual_seed(s) for s in seeds]  # batch orders, as fit's
     noises = [torch.Generator().manual_seed(s) for s in seeds]  # z draws, as fit's
     histories = [History() for _ in models]
@@ -115,10 +125,10 @@ def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
             for epoch in range(1, epochs + 1):  # noqa: B007 - named in the error below
                 start = time.perf_counter()
                 sums = train_epoch(models[0], params, optimizer, x, betas_t, likelihood,
-                                   batch_size, orders, noises, bar)
+                                   anchors, batch_size, orders, noises, bar)
                 share = (time.perf_counter() - start) / len(models)
                 record(histories, models, params, sums / len(x), test_data, likelihood,
-                       betas, seeds, share)
+                       betas, rates, seeds, share)
     except NonFiniteBatches as err:
         m = err.model
         raise NonFiniteLossError(
@@ -140,9 +150,10 @@ class NonFiniteBatches(Exception):
         self.model, self.loss = model, loss
 
 
-def train_epoch(vae, params, optimizer, x, betas, likelihood, batch_size, orders, noises,
-                bar) -> torch.Tensor:
-    """One epoch of all M models: returns the summed loss terms ``(3, M)`` (float64, nats)."""
+def train_epoch(vae, params, optimizer, x, betas, likelihood, anchors, batch_size, orders,
+                noises, bar) -> torch.Tensor:
+    """One epoch of all M models: returns the summed loss terms ``(3, M)`` (float64, nats).
+    ``anchors``: ``(rates (M,), donutness of every training image (N,))`` or None."""
     sums = torch.zeros(3, len(orders), dtype=torch.float64)
     for idx in zip(*(batches(len(x), batch_size, g) for g in orders), strict=True):
         idx = torch.stack(idx)                                          # (M, B)
@@ -150,7 +161,8 @@ def train_epoch(vae, params, optimizer, x, betas, likelihood, batch_size, orders
         eps = torch.stack([torch.randn((idx.shape[1], vae.latent_dim), generator=g)
                            for g in noises])                            # (M, B, L)
         logits, mu, logvar = forward(vae, params, xb, eps)
-        terms = loss_terms(logits, xb, mu, logvar, betas, likelihood)
+        prior_mean = None if anchors is None else anchors[0].unsqueeze(1) * anchors[1][idx]
+        terms = loss_terms(logits, xb, mu, logvar, betas, likelihood, prior_mean)
         values = terms.detach()
         bad = (~torch.isfinite(values[0])).nonzero()
         if len(bad):
@@ -163,16 +175,17 @@ def train_epoch(vae, params, optimizer, x, betas, likelihood, batch_size, orders
     return sums
 
 
-def record(histories, models, params, means, test_data, likelihood, betas, seeds,
+def record(histories, models, params, means, test_data, likelihood, betas, rates, seeds,
            seconds) -> None:
     """Add this epoch to each model's history (test terms as ``fit`` measures them: the
-    model's own β, one z per image from a generator seeded with its seed)."""
+    model's own β and anchor rate, one z per image from a generator seeded with its seed)."""
     if test_data is not None:
         unstack(params, models)
     for m, history in enumerate(histories):
         test = None
         if test_data is not None:
-            test = mean_terms(models[m], test_data, loss_function(float(betas[m]), likelihood),
+            loss = loss_function(float(betas[m]), likelihood, rates[m])
+            test = mean_terms(models[m], test_data, loss,
                               1000, torch.Generator().manual_seed(seeds[m]))
         history.add(dict(zip(TERMS, means[:, m].tolist(), strict=True)), test, seconds)
 

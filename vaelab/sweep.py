@@ -188,64 +188,100 @@ def beta_sweep(train_data, betas, seeds, make_model, *, epochs: int | None = Non
 
 def _train_all(name, make_model, train_data, betas, seeds, retrain, folder, verbose,
                fit_kwargs) -> tuple[dict, dict, int]:
-    """Every (β, seed) model through ``train_or_load``: ``(models, histories, number trained)``.
-    Models not yet cached are first trained together in one pass where ``vaelab.batched``
-    can (``_train_together``); the rest one at a time. ``History.loaded`` tells a cached model
-    from a trained one."""
-    together = _train_together(name, make_model, train_data, betas, seeds, retrain, folder,
-                               verbose, fit_kwargs)
-    models, histories, trained = {}, {}, len(together)
-    for beta in betas:
-        for seed in seeds:
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):  # silence the "Loaded ..." line
-                model, history = train_or_load(
-                    _model_name(name, beta, seed), make_model, train_data,
-                    retrain=retrain and (beta, seed) not in together, folder=folder,
-                    beta=beta, seed=seed, **fit_kwargs)
-            if (beta, seed) in together:
-                history.loaded = False
-            elif not history.loaded:
-                trained += 1
-                if verbose:
-                    print(f"{name}: trained β={beta:g}, seed={seed} ({fit_kwargs['epochs']} "
-                          f"epochs) in {time.perf_counter() - start:.0f} s", flush=True)
-            models[beta, seed], histories[beta, seed] = model, history
-    return models, histories, trained
+    """Every (β, seed) model through ``train_many``: ``(models, histories, number trained)``."""
+    keys = [(beta, seed) for beta in betas for seed in seeds]
+    runs = [{"name": _model_name(name, beta, seed), "beta": beta, "seed": seed}
+            for beta, seed in keys]
+    trained = train_many(runs, make_model, train_data, retrain=retrain, folder=folder,
+                         verbose=verbose, label=name, **fit_kwargs)
+    models = {key: model for key, (model, _) in zip(keys, trained, strict=True)}
+    histories = {key: history for key, (_, history) in zip(keys, trained, strict=True)}
+    return models, histories, sum(not h.loaded for h in histories.values())
 
 
 def _model_name(name: str, beta: float, seed: int) -> str:
     return f"{name}-beta{beta:g}-seed{seed}"
 
 
-def _train_together(name, make_model, train_data, betas, seeds, retrain, folder, verbose,
+PER_RUN = ("beta", "seed", "anchor_rate")  # what may differ between the runs of train_many
+
+
+def train_many(runs: list[dict], make_model, train_data, *, retrain: bool = False,
+               folder=None, verbose: bool = True, label: str = "models",
+               **fit_kwargs) -> list[tuple]:
+    """``train_or_load`` for several runs of one model and one set of ``fit`` settings:
+    ``[(model, history)]`` in the order of ``runs``.
+
+    Each run is a dict with the cache ``name`` and any of ``beta``, ``seed`` and
+    ``anchor_rate`` (what may differ between runs); ``fit_kwargs`` are the settings they share.
+    A model is cached exactly as ``train_or_load(name, make_model, train_data, beta=...,
+    seed=..., **fit_kwargs)`` caches it, so the two find each other's models. The runs not
+    cached yet (all of them with ``retrain``) are trained together in one batched pass
+    (``vaelab.batched.fit_many``: the same arithmetic as one ``fit`` each, several times
+    faster) where ``batched.supports`` the model and settings and at least two are missing;
+    otherwise one ``fit`` after another. ``History.loaded`` tells a cached model from a trained
+    one.
+    """
+    if not isinstance(runs, (list, tuple)) or not runs or not all(
+            isinstance(r, dict) and "name" in r for r in runs):
+        raise TypeError("runs must be a non-empty list of dicts, each with a cache 'name' (and "
+                        "any of 'beta', 'seed', 'anchor_rate'); got " + describe(runs))
+    odd = sorted({k for r in runs for k in r} - {"name", *PER_RUN})
+    clash = sorted(set(fit_kwargs) & {"name", *PER_RUN})
+    if odd or clash:
+        raise TypeError(f"train_many: only {', '.join(PER_RUN)} may differ between runs; "
+                        f"{'runs hold ' + str(odd) if odd else str(clash) + ' set for every run'}"
+                        " — pass shared settings as keyword arguments, and per-run ones in runs")
+    together = _train_together(runs, make_model, train_data, retrain, folder, verbose, label,
+                               fit_kwargs)
+    out = []
+    for i, run in enumerate(runs):
+        settings = {k: v for k, v in run.items() if k != "name"}
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # silence the "Loaded ..." line
+            model, history = train_or_load(run["name"], make_model, train_data,
+                                           retrain=retrain and i not in together, folder=folder,
+                                           **settings, **fit_kwargs)
+        if i in together:
+            history.loaded = False
+        elif not history.loaded and verbose:
+            shown = ", ".join(f"{'β' if k == 'beta' else k}={v:g}" for k, v in settings.items())
+            print(f"{label}: trained {shown or run['name']} ({len(history)} epochs) in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        out.append((model, history))
+    return out
+
+
+def _train_together(runs, make_model, train_data, retrain, folder, verbose, label,
                     fit_kwargs) -> set:
-    """Train the sweep's models that are not cached yet (all of them with ``retrain``) in one
-    batched pass (``vaelab.batched.fit_many``: the same arithmetic as one ``fit`` each, several
-    times faster) and cache each as ``train_or_load`` would. Only where ``batched.supports``
-    the model and settings, and at least two models are missing. Returns their (β, seed)."""
+    """Train the runs that are not cached yet (all of them with ``retrain``) in one batched
+    pass and cache each as ``train_or_load`` would. Only where ``batched.supports`` the model
+    and settings, and at least two runs are missing. Returns the indices of those runs."""
     settings = {k: v for k, v in fit_kwargs.items() if k != "progress"}
     if not batched.supports(make_model(), settings):
         return set()
-    entries = {(b, s): cache_entry(_model_name(name, b, s), make_model, train_data,
-                                   folder=folder, beta=b, seed=s, **settings)
-               for b in betas for s in seeds}
-    missing = [key for key, entry in entries.items() if retrain or not entry.path.exists()]
+    entries = [cache_entry(r["name"], make_model, train_data, folder=folder, **settings,
+                           **{k: v for k, v in r.items() if k != "name"}) for r in runs]
+    missing = [i for i, entry in enumerate(entries) if retrain or not entry.path.exists()]
+    missing = [i for i in missing  # one run listed twice is trained once
+               if all(entries[j].path != entries[i].path for j in missing if j < i)]
     if len(missing) < 2:
         return set()
     check_cache_writable(entries[missing[0]])
-    plan, start, models = entries[missing[0]].plan, time.perf_counter(), []
-    for _, seed in missing:
-        torch.manual_seed(seed)  # each model's initial weights, as train_or_load makes them
+    plans, start, models = [entries[i].plan for i in missing], time.perf_counter(), []
+    for plan in plans:
+        torch.manual_seed(plan.seed)  # each model's initial weights, as train_or_load makes them
         models.append(make_model())
+    first = plans[0]
     histories = batched.fit_many(
-        models, plan.x, [b for b, _ in missing], [s for _, s in missing], epochs=plan.epochs,
-        batch_size=plan.batch_size, lr=plan.lr, likelihood=plan.likelihood,
-        test_data=plan.test_x, progress=verbose, label=name)
-    for key, model, history in zip(missing, models, histories, strict=True):
-        store(model, history, entries[key])
+        models, first.x, [p.beta for p in plans], [p.seed for p in plans], epochs=first.epochs,
+        batch_size=first.batch_size, lr=first.lr, likelihood=first.likelihood,
+        anchor_rates=[p.anchor_rate for p in plans], test_data=first.test_x,
+        progress=verbose and fit_kwargs.get("progress", True), label=label)
+    for i, model, history in zip(missing, models, histories, strict=True):
+        store(model, history, entries[i])
     if verbose:
-        print(f"{name}: trained {len(missing)} models together in one batched pass "
+        print(f"{label}: trained {len(missing)} models together in one batched pass "
               f"(vaelab.batched) in {time.perf_counter() - start:.0f} s", flush=True)
     return set(missing)
 
