@@ -106,3 +106,16 @@ def test_better_needs_a_gap_beyond_the_spread_over_seeds(full_mode):
         claims.better("higher ELBO", [-49.6, -49.0, -50.2], [-50.0, -51.5, -48.5])
     with pytest.raises(ValueError, match="in this run"):
         claims.better("one seed", [1.0], [0.0])
+
+
+def test_most_and_better_print_the_strict_bound_they_test(full_mode, capsys):
+    from vaelab import claims
+
+    claims.most("read as 9", 3, 5)
+    assert "claim needs > 50.0%" in capsys.readouterr().out
+    with pytest.raises(claims.ClaimError, match="claim needs > 50.0%"):
+        claims.most("read as 9", 2, 4)  # exactly half is not "most"
+    claims.better("higher", [2.0, 2.2], [1.0, 1.1])
+    assert "claim needs > 0.141" in capsys.readouterr().out
+    with pytest.raises(claims.ClaimError, match="claim needs > 1"):
+        claims.expect("above", 1.0, above=1.0)

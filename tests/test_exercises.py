@@ -4,6 +4,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -966,3 +967,231 @@ def test_conv_shapes_by_torch_functional_conv2d_fail(capsys):
 
     ok, line = verdict(check.conv_encoder_shapes, shapes, capsys)
     assert not ok and "torch's own conv2d" in line, line
+
+
+# --- found in review: wrong answers the checkers passed, right ones they failed -------------
+
+
+def _where_softplus(l, x):  # right values; its unchosen branch overflows beyond |logit| ≈ 89
+    sp = torch.where(l > 0, l + torch.log1p(torch.exp(-l)), torch.log1p(torch.exp(l)))
+    return (sp - x * l).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("checker, fn", [
+    (check.bernoulli_reconstruction, _where_softplus),
+    (check.vae_loss, lambda l, x, mu, lv, beta: (
+        _where_softplus(l, x) + beta * 0.5 * (mu ** 2 + lv.exp() - lv - 1).sum(1)).mean()),
+], ids=["bernoulli_reconstruction", "vae_loss"])
+def test_a_nan_gradient_on_large_logits_fails_and_names_torch_where(checker, fn, capsys):
+    ok, line = verdict(checker, fn, capsys)
+    assert not ok and "the gradient there is NaN or inf" in line and "torch.where" in line, line
+    assert "softplus" not in line and "log1p" not in line, line  # a hint, not the formula
+
+
+def _in_a_pool(fn):
+    def run(*args):
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn, *args).result()
+    return run
+
+
+def _in_a_thread(fn):
+    def run(*args):
+        out = []
+
+        def target():
+            try:
+                out.append(fn(*args))
+            except Exception as e:  # raised again in the student's function, as a pool does
+                out.append(e)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if isinstance(out[0], Exception):
+            raise out[0]
+        return out[0]
+    return run
+
+
+@pytest.mark.parametrize("start", [_in_a_pool, _in_a_thread], ids=["pool", "thread"])
+@pytest.mark.parametrize(("checker", "fn", "name"), CALLS_VAELAB,
+                         ids=[f"{c.__name__}-{n}" for c, _, n in CALLS_VAELAB])
+def test_calling_vaelabs_own_answer_in_another_thread_fails(checker, fn, name, start, capsys):
+    fails(checker, start(fn), f"your function calls vaelab's own {name}", capsys)
+
+
+@pytest.mark.parametrize("checker, fn", [(check.conv_encoder_shapes, _encoder_by_running),
+                                         (check.conv_decoder_shapes, _decoder_by_running)])
+def test_conv_shapes_by_running_the_model_in_another_thread_fail(checker, fn, capsys):
+    fails(checker, _in_a_thread(fn), "vaelab's own", capsys)
+
+
+def test_the_watch_gives_threads_their_profiler_back_and_late_threads_drop_it(capsys):
+    before, go, late, seen = threading.getprofile(), threading.Event(), [], []
+
+    def run_on():  # started during the student's call, runs on after it
+        go.wait()
+        seen.append(sys.getprofile())
+        losses.kl_divergence(torch.zeros(1, 1), torch.zeros(1, 1))
+
+    def kl(mu, logvar):
+        late.append(threading.Thread(target=run_on))
+        late[-1].start()
+        return _kl(mu, logvar)
+
+    passes(check.gaussian_kl, kl, capsys)
+    assert threading.getprofile() is before
+    go.set()
+    for thread in late:
+        thread.join(5)
+    assert seen == [None] * len(late)  # the watch's hook took itself off at once
+
+
+CONV_MODEL = ConvVAE()  # built outside the student's function, as in notebook 05
+
+
+def _print_and_answer(shapes):
+    def fn():
+        print(CONV_MODEL)
+        print(CONV_MODEL.encoder, repr(CONV_MODEL.decoder[0]), CONV_MODEL.encoder[0].extra_repr())
+        print(CONV_MODEL.encoder[0].kernel_size, CONV_MODEL.encoder[0].stride)
+        return shapes
+    return fn
+
+
+@pytest.mark.parametrize("checker, shapes", [(check.conv_encoder_shapes, ENCODER),
+                                             (check.conv_decoder_shapes, DECODER)])
+def test_conv_shapes_may_print_the_model(checker, shapes, capsys):
+    ok = checker(_print_and_answer(shapes))
+    line = capsys.readouterr().out.strip().splitlines()[-1]  # after what the function printed
+    assert ok and line.startswith(PASSED), line
+
+
+def _torch_floor_shapes(start):
+    def fn():
+        out, n = [], start
+        for c, k in ((32, 4), (64, 4), (128, 3)):
+            n = torch.floor((n - k) / 2) + 1  # tensor(13.), tensor(5.), tensor(2.)
+            out.append((1, c, n, n))
+        return out
+    return fn
+
+
+@pytest.mark.parametrize("fn", [
+    _torch_floor_shapes(torch.tensor(28.0)),
+    _torch_floor_shapes(torch.tensor(28.0, dtype=torch.float64)),
+    lambda: [(1, c, torch.tensor(n), torch.tensor(n)) for _, c, n, _ in ENCODER],
+], ids=["float32", "float64", "int64"])
+def test_conv_shapes_as_0d_tensors_of_whole_numbers_pass(fn, capsys):
+    passes(check.conv_encoder_shapes, fn, capsys)
+
+
+@pytest.mark.parametrize("size", [torch.tensor(13.5), torch.tensor(True), torch.tensor(13.0 + 0j),
+                                  torch.tensor(float("nan"))],
+                         ids=["half", "bool", "complex", "nan"])
+def test_conv_shapes_as_tensors_that_are_not_whole_numbers_fail(size, capsys):
+    fails(check.conv_encoder_shapes, lambda: [(1, 32, size, size), *ENCODER[1:]],
+          "each entry should be a shape of whole numbers", capsys)
+
+
+ENCODER_LAYERS = ((1, 32, 4), (32, 64, 4), (64, 128, 3))  # (in, out channels, kernel); stride 2
+
+
+def _encoder_by(op):
+    """The encoder's shapes from ``op(x, c_in, c_out, kernel) -> y`` on a zero image (stride 2):
+    a sliding window that gives each size without the formula."""
+    def fn():
+        x, out = torch.zeros(1, 1, 28, 28), []
+        for c_in, c_out, k in ENCODER_LAYERS:
+            x = op(x, c_in, c_out, k)
+            out.append((1, c_out, *x.shape[-2:]))
+            x = torch.zeros(1, c_out, *x.shape[-2:])
+        return out
+    return fn
+
+
+def _unfolded(x, c_in, c_out, k):  # Tensor.unfold along height, then width
+    return x.unfold(2, k, 2).unfold(3, k, 2)[..., 0, 0]
+
+
+def _im2col(x, c_in, c_out, k):
+    n = int(F.unfold(x, k, stride=2).shape[-1] ** 0.5)
+    return x.new_zeros(1, c_out, n, n)
+
+
+def _conv1d(x, c_in, c_out, k):  # one row is enough: the output is square
+    n = F.conv1d(x[:, :, 0], torch.zeros(c_out, c_in, k), stride=2).shape[-1]
+    return x.new_zeros(1, c_out, n, n)
+
+
+def _sliding_window_view(x, c_in, c_out, k):
+    windows = np.lib.stride_tricks.sliding_window_view(x.numpy(), (k, k), axis=(2, 3))
+    return torch.zeros(windows[:, :, ::2, ::2].shape[:4])
+
+
+WINDOW_SHORTCUTS = [
+    (lambda x, i, o, k: torch.ops.aten.convolution.default(
+        x, torch.zeros(o, i, k, k), None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),
+     "convolution.default"),
+    (lambda x, i, o, k: torch.ops.aten.convolution(
+        x, torch.zeros(o, i, k, k), None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),
+     "convolution"),
+    (lambda x, i, o, k: torch.ops.aten.conv2d.default(x, torch.zeros(o, i, k, k), None, [2, 2]),
+     "conv2d.default"),
+    (lambda x, i, o, k: F.avg_pool2d(x, k, 2), "avg_pool2d"),
+    (lambda x, i, o, k: F.max_pool2d(x, k, 2), "max_pool2d"),
+    (lambda x, i, o, k: nn.MaxPool2d(k, 2)(x), "max_pool2d"),  # the layer runs the builtin
+    (_conv1d, "conv1d"),
+    (_unfolded, "unfold"),
+    (_im2col, "im2col"),
+    (_sliding_window_view, "numpy's own sliding_window_view"),
+]
+
+
+@pytest.mark.parametrize(("op", "name"), WINDOW_SHORTCUTS,
+                         ids=[f"{i}-{n.split()[-1]}" for i, (_, n) in enumerate(WINDOW_SHORTCUTS)])
+def test_conv_shapes_by_a_sliding_window_fail_and_say_the_rule(op, name, capsys):
+    assert _encoder_by(op)() == ENCODER  # the shortcut gives the right sizes ...
+    fails(check.conv_encoder_shapes, _encoder_by(op), name, capsys)  # ... and is refused
+    fails(check.conv_encoder_shapes, _encoder_by(op), "work the sizes out from kernel and "
+          "stride yourself", capsys)
+
+
+def test_conv_decoder_shapes_by_aten_transposed_convolution_fail(capsys):
+    def shapes():
+        x, out = torch.zeros(1, 1024, 1, 1), []
+        for c_in, c_out, k, s in ((1024, 256, 4, 1), (256, 128, 6, 2), (128, 1, 6, 2)):
+            x = torch.ops.aten.convolution.default(x, torch.zeros(c_in, c_out, k, k), None,
+                                                   [s, s], [0, 0], [1, 1], True, [0, 0], 1)
+            out.append(tuple(x.shape))
+        return out
+
+    assert shapes() == DECODER
+    fails(check.conv_decoder_shapes, shapes, "torch's own convolution.default", capsys)
+
+
+def _mig_top_without_every_copy(mi, entropy):  # a tie for the top leaves a gap where none is
+    top = mi.max(0)
+    return float(((top - np.where(mi == top, -np.inf, mi).max(0)) / entropy).mean())
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda mi, e: (np.subtract(*_top2(mi)) / e).sum() / 3,
+     "got 0.4512 instead of 0.2707 on a made-up 7 × 5 matrix (7 latents, 5 factors): you "
+     "divided by 3"),
+    (lambda mi, e: (np.subtract(*_top2(mi)) / e)[:3].mean(),
+     "on a made-up 7 × 5 matrix (7 latents, 5 factors) — does your function assume a number"),
+    (_mig_top_without_every_copy, "on metrics.mutual_info_gap's 5 × 3 matrix of a small code, "
+                                  "where two latents tie for the top of a factor"),
+    (lambda mi, e: (_mig_top_without_every_copy if len(mi) == 6 else mig_sorted)(mi, e),
+     "on a made-up 6 × 4 matrix, where two latents tie for the top of a factor"),
+], ids=["3-written-in", "first-3-factors", "ties-known-code", "ties-6x4"])
+def test_mig_from_mi_holds_for_other_sizes_and_ties(fn, message, capsys):
+    fails(check.mig_from_mi, fn, message, capsys)
+
+
+def test_mig_from_mi_tie_hint_does_not_give_the_formula(capsys):
+    _, line = verdict(check.mig_from_mi, _mig_top_without_every_copy, capsys)
+    assert "does your function drop every copy of the maximum?" in line, line
+    assert "mean" not in line and "/ H" not in line, line

@@ -203,7 +203,8 @@ def test_student_notebook_stubs_with_nbgrader_clears_outputs_and_keeps_jupyter_m
     note, intro, setup, answer, test, check_cell = (
         dict(c, source="".join(c["source"])) for c in out["cells"])
     assert "Student version" in note["source"] and "`make student-notebooks`" in note["source"]
-    assert "../02_vae.ipynb" in note["source"] and "do not edit by hand" in note["source"]
+    assert "`02_vae.ipynb`" in note["source"] and "do not edit by hand" in note["source"]
+    assert "](" not in note["source"], "the solution notebook is named, not linked"
     for cell in (setup, answer, test, check_cell):
         assert cell["outputs"] == [] and cell["execution_count"] is None
     assert setup["metadata"] == {} and intro["source"] == make_notebook()["cells"][0]["source"]

@@ -11,7 +11,7 @@ one Adam steps the stacked tensors (Adam works element by element, so that is M 
 Each model m starts from the weights ``make_model()`` gives after ``torch.manual_seed(seed_m)``,
 sees its batches in the order ``fit`` uses for that seed, and draws its z noise from a generator
 seeded with ``seed_m``, the same numbers ``fit`` draws. So ``fit_many`` computes what M
-``vaelab.fit`` calls compute, up to float rounding (tested in ``tests/test_fast.py``).
+``vaelab.fit`` calls compute, up to float rounding (tested in ``tests/test_sweep.py``).
 """
 
 from __future__ import annotations

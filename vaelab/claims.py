@@ -50,24 +50,27 @@ def _enforced() -> bool:
             and _data["source"] == _WRITTEN_FOR)
 
 
-def expect(claim: str, value, *, at_least=None, at_most=None, fmt: str = "{:.3g}",
-           enforce: bool | None = None) -> float:
-    """Check ``at_least ≤ value ≤ at_most`` (either bound may be left out), print one line that
-    states the claim with its number, and return ``value`` as a float.
+def expect(claim: str, value, *, at_least=None, at_most=None, above=None,
+           fmt: str = "{:.3g}", enforce: bool | None = None) -> float:
+    """Check ``at_least ≤ value ≤ at_most`` (either bound may be left out; ``above``: a strict
+    ``value > above``), print one line that states the claim with its number, and return
+    ``value`` as a float.
 
     ``enforce`` (default: in full mode, unless ``VAELAB_CLAIMS=report``) makes a failed claim
     raise ``ClaimError``.
     """
-    if at_least is None and at_most is None:
-        raise ValueError("expect() needs a bound: at_least=..., at_most=... or both")
+    if at_least is None and at_most is None and above is None:
+        raise ValueError("expect() needs a bound: at_least=..., at_most=..., above=...")
     value = float(value)
     bounds = []
     if at_least is not None:
         bounds.append(f"≥ {fmt.format(check_number(at_least, 'at_least'))}")
+    if above is not None:
+        bounds.append(f"> {fmt.format(check_number(above, 'above'))}")
     if at_most is not None:
         bounds.append(f"≤ {fmt.format(check_number(at_most, 'at_most'))}")
     holds = (math.isfinite(value) and (at_least is None or value >= at_least)
-             and (at_most is None or value <= at_most))
+             and (above is None or value > above) and (at_most is None or value <= at_most))
     enforce = _enforced() if enforce is None else enforce
     shown = fmt.format(value) if math.isfinite(value) else str(value)
     line = f"{'✓' if holds else '✗'} {claim}: {shown} (claim needs {' and '.join(bounds)})"
@@ -97,8 +100,7 @@ def most(claim: str, count: int, total: int) -> float:
     """"Most": more than half, ``count > total / 2``; prints "count of total"."""
     _count_total(count, total)
     share = count / total
-    return expect(f"{claim}: {count} of {total}", share,
-                  at_least=math.nextafter(0.5, 1.0), fmt="{:.1%}")
+    return expect(f"{claim}: {count} of {total}", share, above=0.5, fmt="{:.1%}")
 
 
 def every(claim: str, count: int, total: int) -> float:
@@ -127,7 +129,7 @@ def better(claim: str, higher, lower, *, fmt: str = "{:.3g}") -> float:
     diff = hi.mean() - lo.mean()
     return expect(f"{claim} (mean {fmt.format(hi.mean())} vs {fmt.format(lo.mean())} over "
                   f"{len(hi)} and {len(lo)} seeds; spread {fmt.format(spread)})", diff,
-                  at_least=math.nextafter(spread, math.inf), fmt=fmt)
+                  above=spread, fmt=fmt)
 
 
 def _count_total(count, total) -> None:

@@ -25,9 +25,16 @@ While the student's function runs, the checker also makes sure that:
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
   given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the KL
   refuses ``torch.distributions``' closed form, the reparameterisation its ``rsample``, and the
-  conv-shape exercises running a ``ConvVAE`` or any conv layer (the shapes are worked out).
+  conv-shape exercises anything that slides a window over a tensor to get the sizes: building
+  or running a ``ConvVAE`` or any conv layer, the conv and pooling functions (``F.conv2d``,
+  ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...), ``Tensor.unfold``,
+  ``F.unfold`` and numpy's ``sliding_window_view`` (the sizes are worked out from kernel and
+  stride; printing the model to read them is fine). A shortcut through some other private
+  torch helper is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
-  reference answers are computed outside it); while another profiler runs (``%prun``) it is off;
+  reference answers are computed outside it), in the calling thread and in threads started
+  during the call (``threading.setprofile``); a thread started before the call, or another
+  process, is not watched. While another profiler runs (``%prun``) the watch is off;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
   stops the cell: KeyboardInterrupt passes through);
 * each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
@@ -39,9 +46,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import numbers
 import os
+import re
 import signal
 import sys
 import threading
@@ -115,10 +124,20 @@ class _TimeUp(BaseException):
 # torch's closed-form KL answers the KL exercise in one call (gaussian_kl forbids it; the
 # other exercises may use it)
 TORCH_KL_FILE = torch.distributions.kl.__file__
-# the shape exercises are worked out by hand: running vaelab's ConvVAE (or any conv layer)
-# answers them
+# the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
+# layer) answers them ...
 VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__})
-CONV_BUILTINS = frozenset({"conv2d", "conv_transpose2d", "convolution", "_convolution"})
+# ... and so does any op that slides a window over a tensor: conv and pooling builtins
+# (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, ...), Tensor.unfold ...
+WINDOW_OPS = re.compile(r"conv(?!ert)|pool|unfold|im2col")
+# ... the same ops called through torch.ops (torch.ops.aten.convolution.default(...)): these
+# Python objects run the op from their __call__ ...
+TORCH_OP_CALLS = frozenset({torch._ops.OpOverload.__call__.__code__,
+                            torch._ops.OpOverloadPacket.__call__.__code__})
+# ... and numpy's sliding windows
+NUMPY_WINDOWS = frozenset({inspect.unwrap(np.lib.stride_tricks.sliding_window_view).__code__})
+# describing a layer runs none: print(model) shows kernel and stride
+SHOWING = frozenset({"__repr__", "__str__", "extra_repr"})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call
 TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
 
@@ -126,35 +145,58 @@ TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
 def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
     """Whether running ``code`` means running vaelab's own answer to an exercise (or a
     function in ``extra_files``, which this exercise forbids too)."""
-    if code in GIVEN_CODES or code.co_name.startswith("<"):  # <module>, <lambda>, <genexpr>
-        return False
+    if code in GIVEN_CODES or code.co_name.startswith("<") or code.co_name in SHOWING:
+        return False  # <module>, <lambda>, <genexpr>; and repr(layer)
     return (code in ANSWER_CODES or code.co_filename in ANSWER_FILES
             or code.co_filename.startswith(tuple(extra_files)))
 
 
+def _window_op(frame, event: str, arg) -> str | None:
+    """``"torch's own conv2d"`` if this profile event runs an op that slides a window over a
+    tensor (conv, pooling, unfold), else None."""
+    if event == "c_call":  # F.conv2d, F.avg_pool2d, Tensor.unfold are builtins
+        name = getattr(arg, "__name__", "")
+    elif event == "call" and frame.f_code in TORCH_OP_CALLS:
+        name = getattr(frame.f_locals.get("self"), "__name__", "")  # "convolution.default"
+    elif event == "call" and frame.f_code in NUMPY_WINDOWS:
+        return f"numpy's own {frame.f_code.co_name}"
+    else:
+        return None
+    return f"torch's own {name}" if WINDOW_OPS.search(name) else None
+
+
 class _Watch:
     """Notes the first of vaelab's answer functions that is called inside the ``with`` block
-    (a ``sys.setprofile`` hook; off while another profiler is installed)."""
+    (a ``sys.setprofile`` hook, also given to threads started in the block; off while another
+    profiler is installed). ``windows``: conv, pooling and unfold ops count as answers too."""
 
-    def __init__(self, forbid: frozenset = frozenset()):
+    def __init__(self, forbid: frozenset = frozenset(), windows: bool = False):
         self.called: str | None = None
         self.forbid = forbid
+        self.windows = windows
         self._on = False
+        self._threads_before = None
 
     def __enter__(self) -> _Watch:
         self._on = sys.getprofile() is None  # cProfile's can't be put back with setprofile
         if self._on:
+            self._threads_before = threading.getprofile()
+            threading.setprofile(self._on_event)  # threads started from here on
             sys.setprofile(self._on_event)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._on:
+            self._on = False  # threads still running drop the hook at their next event
             sys.setprofile(None)  # what was there before
+            threading.setprofile(self._threads_before)
 
     def _on_event(self, frame, event: str, arg) -> None:
-        if (event == "c_call" and self.called is None and self.forbid is VAELAB_MODELS
-                and getattr(arg, "__name__", "") in CONV_BUILTINS):  # F.conv2d is a builtin
-            self.called = f"torch's own {arg.__name__}"
+        if not self._on:  # a thread that outlived the student's call
+            sys.setprofile(None)
+            return
+        if self.called is None and self.windows:
+            self.called = _window_op(frame, event, arg)
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
@@ -162,6 +204,10 @@ class _Watch:
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
+        if self.called and self.windows:
+            raise _Problem(f"your function calls {self.called} — the exercise is to work the "
+                           "sizes out from kernel and stride yourself, without building or "
+                           "running a layer (printing the model to read them is fine)")
         if self.called:
             raise _Problem(f"your function calls {self.called} — the exercise is to write the "
                            "formula yourself")
@@ -195,10 +241,11 @@ def _time_limit(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
-def _call(fn, signature: str, *args, forbid: frozenset = frozenset()):
+def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: bool = False):
     """Call the student's function within the time limit, watching for calls into vaelab's
-    answers (and the files in ``forbid``); turn its errors into one friendly line."""
-    watch = _Watch(forbid)
+    answers (and the files in ``forbid``; with ``windows``, conv, pooling and unfold ops); turn
+    its errors into one friendly line."""
+    watch = _Watch(forbid, windows)
     try:
         with _time_limit(TIME_LIMIT_S), watch:
             out = fn(*args)
@@ -326,13 +373,17 @@ def _needs_grad(out: torch.Tensor) -> None:
                        "torch.no_grad?) — training needs gradients to flow through it")
 
 
-def _same_gradient(out: torch.Tensor, inputs: list[torch.Tensor], reference) -> None:
+def _same_gradient(out: torch.Tensor, inputs: list[torch.Tensor], reference,
+                   nonfinite: str | None = None) -> None:
     """The gradient of ``out.sum()`` with respect to ``inputs`` (the leaves the student's
     function got) must be the reference function's: a result rebuilt with
     ``requires_grad_()`` after numpy, ``.detach()`` or ``torch.no_grad()`` has the right values
-    but no gradient, and one with a constant in the wrong place the wrong gradient."""
+    but no gradient, and one with a constant in the wrong place the wrong gradient. A NaN or
+    inf in the gradient gets the hint ``nonfinite`` where one is given."""
     _needs_grad(out)
     got = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+    if nonfinite and any(g is not None and not torch.isfinite(g).all() for g in got):
+        raise _Problem(nonfinite)
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
     want = torch.autograd.grad(reference(*leaves).sum(), leaves)
     if any(g is None or not _close(g, w, atol=1e-3) for g, w in zip(got, want, strict=True)):
@@ -410,21 +461,31 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _stable_on_large_logits(fn, mean: bool = False) -> None:
     """A trained decoder gives logits of ±40 to ±150 far from its codes, where sigmoid rounds to
-    exactly 0 or 1 in float32: the reconstruction term must stay finite and right there
-    (``mean``: ``fn`` gives its batch mean, not one value per image)."""
+    exactly 0 or 1 in float32: the reconstruction term and its gradient must stay finite and
+    right there (``mean``: ``fn`` gives its batch mean, not one value per image)."""
     g = torch.Generator().manual_seed(3)
     logits = torch.tensor([40.0, 150.0]).view(2, 1, 1, 1) * torch.randn(
         2, 1, 28, 28, generator=g).sign()  # ±40 and ±150: a trained decoder's far logits
     x = torch.rand(2, 1, 28, 28, generator=g)
-    out = _tensor(_call(fn, "fn(logits, x)", logits.clone().requires_grad_(), x.clone()),
-                  "the reconstruction term per image").detach().reshape(-1)
-    want = losses.bernoulli_nll_per_image(logits, x)
-    want = want.mean().reshape(1) if mean else want
-    if out.shape != want.shape or not _close(out, want, rtol=1e-4, atol=1e-2):
+    leaf = logits.clone().requires_grad_()
+    out = _tensor(_call(fn, "fn(logits, x)", leaf, x.clone()), "the reconstruction term per image")
+    got = out.detach().reshape(-1)
+
+    def reference(lg):
+        per_image = losses.bernoulli_nll_per_image(lg, x)
+        return per_image.mean().reshape(1) if mean else per_image
+
+    want = reference(logits)
+    if got.shape != want.shape or not _close(got, want, rtol=1e-4, atol=1e-2):
         raise _Problem("right on moderate logits but not on large ones (±40, ±150), which a "
                        "trained decoder gives far from its codes: there sigmoid rounds to 0 or "
                        "1 and its log is −inf or clipped — work with the logits themselves "
                        "(log σ(ℓ) = −softplus(−ℓ))")
+    _same_gradient(out, [leaf], reference, nonfinite=(
+        "right values on large logits (±40, ±150), but the gradient there is NaN or inf, so "
+        "training would break: torch.where computes both branches for every logit, and an "
+        "overflow in the branch it drops still poisons the gradient (0 · inf = NaN) — keep "
+        "every branch finite for every logit, or use a torch function that is stable by design"))
 
 
 def _donut_edge_cases(fn) -> None:
@@ -575,6 +636,35 @@ def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
     return mi, np.log([3.0, 5.0, 8.0])
 
 
+def _mig_more_inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Made-up ``(where, mi, entropy)`` beyond the 4 × 3 one, each I(z_j; v_k) ≤ H(v_k): 7
+    latents × 5 factors, and 6 × 4 with two latents tied for the top of the second factor."""
+    other = np.array([[0.9, 0.1, 0.2, 0.0, 0.3], [0.2, 1.1, 0.1, 0.4, 0.2],
+                      [0.4, 0.3, 1.3, 0.2, 0.1], [0.1, 0.8, 0.5, 1.5, 0.6],
+                      [0.3, 0.2, 0.9, 0.7, 1.9], [0.6, 0.4, 0.3, 0.1, 1.2],
+                      [0.0, 0.5, 0.2, 1.0, 0.4]])
+    tied = np.array([[1.0, 0.2, 0.1, 0.3], [0.3, 0.9, 0.2, 0.1], [0.1, 0.9, 0.4, 0.2],
+                     [0.2, 0.5, 1.2, 0.6], [0.4, 0.1, 0.7, 1.4], [0.0, 0.3, 0.1, 0.8]])
+    return [("a made-up 7 × 5 matrix (7 latents, 5 factors)", other,
+             np.log([3.0, 4.0, 5.0, 6.0, 8.0])),
+            ("a made-up 6 × 4 matrix", tied, np.log([4.0, 3.0, 5.0, 6.0]))]
+
+
+def _mig_tie_message(out: float, mi: np.ndarray, entropy: np.ndarray,
+                     want: float, where: str) -> str | None:
+    """The hint for a MIG that drops every copy of a factor's largest I(z_j; v_k) (so a tie
+    for the top leaves a gap where there is none), if ``out`` is that; else None."""
+    top = mi.max(axis=0)
+    if not (mi == top).sum(axis=0).max() > 1:
+        return None
+    below = np.where(mi < top, mi, -np.inf).max(axis=0)  # the largest value under the top
+    if not math.isclose(out, float(((top - below) / entropy).mean()), rel_tol=1e-4):
+        return None
+    return (f"got {out:.4f} instead of {want:.4f} on {where}, where two latents tie for the "
+            "top of a factor — with a tie, the second-largest I(z_j; v_k) equals the largest: "
+            "does your function drop every copy of the maximum?")
+
+
 def _mig_variants(mi: np.ndarray, entropy: np.ndarray):
     """Known wrong MIGs from ``mi`` (L, K) and ``entropy`` (K,), with what to say."""
     top = np.sort(mi, axis=0)[::-1]          # each factor's latents, most informative first
@@ -629,6 +719,25 @@ def _call_mig(fn, mi: np.ndarray, entropy: np.ndarray) -> float:
                            "sort each column (axis=0)") from p
         raise
     return _mig_of(out, (ranked[0] - ranked[1]) / entropy)
+
+
+def _mig_other_sizes(fn) -> None:
+    """The MIG must be right for other numbers of latents and factors than the 4 × 3 and 5 × 3
+    matrices (so a 3 written in shows), and where two latents tie for a factor's top."""
+    for where, mi, entropy in _mig_more_inputs():
+        top = np.sort(mi, axis=0)[::-1]
+        gaps = (top[0] - top[1]) / entropy
+        want, got = float(gaps.mean()), _call_mig(fn, mi, entropy)
+        if math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6):
+            continue
+        if math.isclose(got, float(gaps.sum() / 3), rel_tol=1e-4):
+            raise _Problem(f"got {got:.4f} instead of {want:.4f} on {where}: you divided by "
+                           "3, the number of factors of the first matrices — average over "
+                           "however many factors mi has")
+        raise _Problem(_mig_tie_message(got, mi, entropy, want, where)
+                       or f"right on the 4 × 3 and 5 × 3 matrices but {got:.4f} instead of "
+                       f"{want:.4f} on {where} — does your function assume a number of "
+                       "latents or factors?")
 
 
 def _mig_known_code():
@@ -860,23 +969,31 @@ class Checks:
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
     def conv_encoder_shapes(fn):
         """Check ``fn() -> list``: the output shape of each conv layer of ``ConvVAE``'s encoder
-        for one ``(1, 1, 28, 28)`` image."""
+        for one ``(1, 1, 28, 28)`` image.
+
+        The sizes are worked out from kernel and stride: building or running a conv layer, or
+        any op that slides a window (conv, pooling, unfold), fails; printing the model to read
+        kernel and stride is fine."""
         model = ConvVAE()
         expected = _layer_shapes(model.encoder, torch.zeros(1, 1, 28, 28), nn.Conv2d)
-        _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS), expected, (1, 1, 28, 28), "conv",
-                        "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)")
+        _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS, windows=True), expected,
+                        (1, 1, 28, 28), "conv", "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)")
         return "shapes after each conv layer, (N, C, H, W)"
 
     @staticmethod
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
     def conv_decoder_shapes(fn):
         """Check ``fn() -> list``: the output shape of each transposed conv of ``ConvVAE``'s
-        decoder for one code (its input is the code reshaped to ``(1, 1024, 1, 1)``)."""
+        decoder for one code (its input is the code reshaped to ``(1, 1024, 1, 1)``).
+
+        The sizes are worked out from kernel and stride: building or running a conv layer, or
+        any op that slides a window (conv, pooling, unfold), fails; printing the model to read
+        kernel and stride is fine."""
         model = ConvVAE()
         start = model.from_code(torch.zeros(1, model.latent_dim)).view(-1, 1024, 1, 1)
         expected = _layer_shapes(model.decoder, start, nn.ConvTranspose2d)
-        _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS), expected, tuple(start.shape),
-                        "transposed conv",
+        _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS, windows=True), expected,
+                        tuple(start.shape), "transposed conv",
                         "out = (in − 1) · stride + kernel (no padding)")
         return "shapes after each transposed conv layer, (N, C, H, W)"
 
@@ -901,10 +1018,13 @@ class Checks:
                            "difference by H(v_k), then average over the factors")
         known = _mig_known_code()
         got = _call_mig(fn, known.mi, known.entropy)
+        where = "metrics.mutual_info_gap's 5 × 3 matrix of a small code"
         if not math.isclose(got, known.mig, rel_tol=1e-4, abs_tol=1e-6):
-            raise _Problem(f"right on the made-up matrix but {got:.4f} instead of "
-                           f"{known.mig:.4f} on metrics.mutual_info_gap's 5 × 3 matrix of a "
-                           "small code — does your function assume a shape or a value?")
+            raise _Problem(_mig_tie_message(got, known.mi, known.entropy, known.mig, where)
+                           or f"right on the made-up matrix but {got:.4f} instead of "
+                           f"{known.mig:.4f} on {where} — does your function assume a shape or "
+                           "a value?")
+        _mig_other_sizes(fn)
         return ("the top-two gap of each factor over its entropy, averaged over factors — "
                 f"{known.mig:.3f}, as metrics.mutual_info_gap says")
 
@@ -928,10 +1048,10 @@ def _dedup(shapes: list[tuple]) -> list[tuple]:
 
 
 def _whole(d) -> bool:
-    """A size written as an int, numpy integer, whole float (np.floor gives 13.0) or a 0-d
-    integer tensor."""
+    """A size written as an int, numpy integer, whole float (np.floor gives 13.0) or a
+    one-number tensor holding one of these (torch.floor gives tensor(13.))."""
     if isinstance(d, torch.Tensor):
-        return d.numel() == 1 and not d.is_floating_point() and not d.dtype == torch.bool
+        return d.numel() == 1 and _whole(d.item())  # .item(): a bool or complex fails below
     return (isinstance(d, numbers.Real) and not isinstance(d, bool)
             and math.isfinite(d) and float(d).is_integer())
 
@@ -947,7 +1067,7 @@ def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formul
         if not isinstance(s, (tuple, list, torch.Size)) or not all(map(_whole, s)):
             raise _Problem(f"each entry should be a shape of whole numbers like (1, C, H, W); "
                            f"got {s!r}")
-        shapes.append(tuple(int(d) for d in s))  # numpy integers, 13.0 and tensor(13) are fine
+        shapes.append(tuple(int(d) for d in s))  # np.int64(13), 13.0, tensor(13.) are fine
     k = len(expected)
     if shapes == expected:
         return

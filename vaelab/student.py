@@ -270,8 +270,9 @@ def _uses(source: str, names: set[str]) -> bool:
 
 
 def _note(source_name: str, with_id: bool) -> dict:
+    # the solution notebook is named, not linked: its answers are not one click away
     note = nbformat.v4.new_markdown_cell(
-        f"> **Student version** — generated from [`../{source_name}`](../{source_name}) by "
+        f"> **Student version** — generated from the solution notebook `{source_name}` by "
         "`make student-notebooks`; do not edit by hand.\n>\n"
         "> In each exercise cell, replace `# YOUR CODE HERE` and `raise NotImplementedError()` "
         "with your code and run the cell; then run the check cell below it: ✅ means your "
