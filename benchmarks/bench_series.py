@@ -102,14 +102,13 @@ def baselines() -> dict[str, tuple[float, float]]:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="+", default=None, help="notebook numbers (default: all)")
-    p.add_argument("--skip-baseline", action="store_true")
-    args = p.parse_args()
+def first_run(numbers=None) -> tuple[float, list]:
+    """Run notebooks 01-07 (or those whose number is in ``numbers``) in order, in full mode from
+    an empty cache of their own; print each one's seconds. Returns ``(total seconds, [(seconds,
+    notebook, cell index, first line)] of the cells over CELL_PROGRESS_S)``."""
     notebooks = sorted(ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"))
-    if args.only:
-        notebooks = [nb for nb in notebooks if nb.name[:2] in args.only]
+    if numbers:
+        notebooks = [nb for nb in notebooks if nb.name[:2] in numbers]
     total, slow = 0.0, []
     with tempfile.TemporaryDirectory(prefix="vaelab-series-") as tmp:
         env = {**os.environ, "VAELAB_QUICK": "0", "VAELAB_OFFLINE": "1", "MPLBACKEND": "agg",
@@ -127,11 +126,24 @@ def main() -> int:
           "a sweep that prints its estimate):")
     for seconds, nb, index, line in sorted(slow, reverse=True):
         print(f"  {nb} cell {index:>2}: {seconds:5.0f} s   {line}")
+    return total, slow
+
+
+def print_baselines() -> None:
+    print("\nthe sweeps trained both ways, side by side:")
+    for what, (one_by_one, together) in baselines().items():
+        print(f"  {what}: one fit after another {one_by_one:.1f} s, one batched pass "
+              f"{together:.1f} s ({one_by_one / together:.2f}× faster)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", default=None, help="notebook numbers (default: all)")
+    p.add_argument("--skip-baseline", action="store_true")
+    args = p.parse_args()
+    first_run(args.only)
     if not args.skip_baseline:
-        print("\nthe sweeps trained both ways, side by side:")
-        for what, (one_by_one, together) in baselines().items():
-            print(f"  {what}: one fit after another {one_by_one:.1f} s, one batched pass "
-                  f"{together:.1f} s ({one_by_one / together:.2f}× faster)")
+        print_baselines()
     return 0
 
 

@@ -1,5 +1,8 @@
 """Each checker passes correct code and names each known mistake with its own message."""
 
+import inspect
+import math
+import re
 import signal
 import sys
 import threading
@@ -392,12 +395,21 @@ def test_donutness_names_the_mistake(fn, message, capsys):
 
 # --- conv shapes -----------------------------------------------------------------------------
 
-ENCODER = [(1, 32, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)]
+ENCODER = [(1, 32, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)]  # for a 28×28 image
 DECODER = [(1, 256, 4, 4), (1, 128, 12, 12), (1, 1, 28, 28)]
 
 
-def _encoder_by_running():
-    x, shapes = torch.zeros(1, 1, 28, 28), []
+def encoder_at(size=28):
+    """The notebook's solution: the encoder's shapes for a (1, 1, size, size) image."""
+    shapes, n = [], size
+    for channels, kernel, stride in [(32, 4, 2), (64, 4, 2), (128, 3, 2)]:
+        n = (n - kernel) // stride + 1
+        shapes.append((1, channels, n, n))
+    return shapes
+
+
+def _encoder_by_running(size=28):
+    x, shapes = torch.zeros(1, 1, size, size), []
     for layer in ConvVAE().encoder:
         x = layer(x)
         if isinstance(layer, nn.Conv2d):
@@ -405,9 +417,11 @@ def _encoder_by_running():
     return shapes
 
 
-@pytest.mark.parametrize("fn", [lambda: ENCODER, lambda: [list(s) for s in ENCODER],
-                                lambda: [tuple(np.int64(d) for d in s) for s in ENCODER],
-                                lambda: [tuple(np.array(s)) for s in ENCODER]])
+@pytest.mark.parametrize("fn", [encoder_at, lambda size: encoder_at(size),
+                                lambda size=28: [list(s) for s in encoder_at(size)],
+                                lambda size=28: [tuple(np.int64(d) for d in s)
+                                                 for s in encoder_at(size)],
+                                lambda size=28: [tuple(np.array(s)) for s in encoder_at(size)]])
 def test_conv_encoder_shapes_passes(fn, capsys):
     passes(check.conv_encoder_shapes, fn, capsys)
 
@@ -433,21 +447,22 @@ def test_conv_shapes_by_running_vaelabs_model_fail(checker, fn, capsys):
     assert not ok and "vaelab's own" in line, line
 
 
-ENCODER_WRONG = [
-    (lambda: [(1, 32, 14, 14), (1, 64, 7, 7), (1, 128, 4, 4)],
-     "conv layer 1: wrong height/width (14, 14)"),
-    (lambda: [(1, 32, 13, 13), (1, 64, 6, 6), (1, 128, 2, 2)], "conv layer 2: wrong height"),
-    (lambda: [(1, 16, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)],
+ENCODER_WRONG = [  # wrong for a 28×28 image already
+    (lambda size=28: [(1, 32, 14, 14), (1, 64, 7, 7), (1, 128, 4, 4)],
+     "for size=28, conv layer 1: wrong height/width (14, 14)"),
+    (lambda size=28: [(1, 32, 13, 13), (1, 64, 6, 6), (1, 128, 2, 2)],
+     "conv layer 2: wrong height"),
+    (lambda size=28: [(1, 16, 13, 13), (1, 64, 5, 5), (1, 128, 2, 2)],
      "conv layer 1 has the wrong number of channels"),
-    (lambda: [s[1:] for s in ENCODER], "include the batch dimension"),
-    (lambda: [(1, 13, 13, 32), (1, 5, 5, 64), (1, 2, 2, 128)], "(N, C, H, W)"),
-    (lambda: [s for s in ENCODER for _ in range(2)], "activations don't change shapes"),
-    (lambda: [(1, 1, 28, 28), *ENCODER], "leave out the input shape"),
-    (lambda: [*ENCODER, (1, 512)], "list only the 3 conv layers"),
-    (lambda: ENCODER[:2], "return one shape per layer — got 2"),
-    (lambda: [torch.zeros(s) for s in ENCODER], "not the tensors"),
-    (lambda: None, "did you forget `return`?"),
-    (lambda: ["1x32x13x13"] * 3, "each entry should be a shape"),
+    (lambda size=28: [s[1:] for s in ENCODER], "include the batch dimension"),
+    (lambda size=28: [(1, 13, 13, 32), (1, 5, 5, 64), (1, 2, 2, 128)], "(N, C, H, W)"),
+    (lambda size=28: [s for s in ENCODER for _ in range(2)], "activations don't change shapes"),
+    (lambda size=28: [(1, 1, 28, 28), *ENCODER], "leave out the input shape"),
+    (lambda size=28: [*ENCODER, (1, 512)], "list only the 3 conv layers"),
+    (lambda size=28: ENCODER[:2], "return one shape per layer — got 2"),
+    (lambda size=28: [torch.zeros(s) for s in ENCODER], "not the tensors"),
+    (lambda size=28: None, "did you forget `return`?"),
+    (lambda size=28: ["1x32x13x13"] * 3, "each entry should be a shape"),
 ]
 
 
@@ -462,6 +477,102 @@ def test_conv_decoder_shapes_names_the_mistake(capsys):
           "out = (in − 1) · stride + kernel", capsys)
     fails(check.conv_decoder_shapes, lambda: [(1, 1024, 1, 1), *DECODER],
           "leave out the input shape (1, 1024, 1, 1)", capsys)
+
+
+def _encoder_by_rule(size_after):
+    """The encoder's shapes with ``size_after(n, kernel, stride)`` in place of the rule."""
+    def fn(size=28):
+        shapes, n = [], size
+        for channels, kernel in [(32, 4), (64, 4), (128, 3)]:
+            n = size_after(n, kernel, 2)
+            shapes.append((1, channels, n, n))
+        return shapes
+    return fn
+
+
+ENCODER_SHORTCUTS = [  # rules other than ⌊(n − k)/s⌋ + 1; the first two are right for 28
+    (lambda n, k, s: round((n - k) / s) + 1, "round-half-even"),  # round(12.5) == 12
+    (lambda n, k, s: n // s - k // s + 1, "floor-of-each-term"),
+    (lambda n, k, s: math.ceil((n - k) / s) + 1, "ceil"),
+    (lambda n, k, s: int((n - k) / s + 0.5) + 1, "round-half-up"),
+    (lambda n, k, s: n // s - 1, "half-minus-one"),
+]
+
+
+@pytest.mark.parametrize("size_after", [r for r, _ in ENCODER_SHORTCUTS],
+                         ids=[name for _, name in ENCODER_SHORTCUTS])
+def test_conv_encoder_shapes_by_another_rule_fail(size_after, capsys):
+    fails(check.conv_encoder_shapes, _encoder_by_rule(size_after), "wrong height/width", capsys)
+
+
+@pytest.mark.parametrize(("size_after", "message"), [
+    (ENCODER_SHORTCUTS[0][0], "for size=27, conv layer 1: wrong height/width (13, 13)"),
+    (ENCODER_SHORTCUTS[1][0], "for size=31, conv layer 3: wrong height/width (3, 3)"),
+], ids=["round-half-even", "floor-of-each-term"])
+def test_conv_encoder_shapes_right_for_28_only_name_the_size_and_layer(size_after, message,
+                                                                        capsys):
+    assert _encoder_by_rule(size_after)(28) == ENCODER  # a coincidence at 28 ...
+    ok, line = verdict(check.conv_encoder_shapes, _encoder_by_rule(size_after), capsys)
+    assert not ok and message in line and "right for size=28" in line, line  # ... not at 27, 31
+    assert "⌊(in − kernel) / stride⌋ + 1" in line and "(12, 12)" not in line, line  # a hint
+
+
+def test_conv_encoder_shapes_with_28_written_in_fail(capsys):
+    fails(check.conv_encoder_shapes, lambda size=28: encoder_at(28),
+          "your function gives the same shapes for sizes 27, 31, 32, 33 as for size=28 — work "
+          "each size out from `size`", capsys)
+
+
+def test_convvaes_docstring_leaves_the_encoder_sizes_to_the_exercise():
+    doc = inspect.getdoc(ConvVAE)  # what Shift-Tab shows in the student's notebook
+    assert "13" not in re.findall(r"\d+", doc), doc
+    assert not re.search(r"→ ?[52]\b|\b[52] ?→|\b2 ?× ?2\b", doc), doc
+
+
+def test_conv_encoder_shapes_that_raise_for_another_size_name_it(capsys):
+    fails(check.conv_encoder_shapes, lambda size=28: {28: ENCODER}[size],
+          "for size=27, your function raised KeyError: 27", capsys)
+
+
+def _old_form():
+    return ENCODER
+
+
+def _keyword_only(*, size=28):
+    return encoder_at(size)
+
+
+@pytest.mark.parametrize("fn", [_old_form, lambda: ENCODER, _keyword_only],
+                         ids=["def", "lambda", "keyword-only"])
+def test_conv_encoder_shapes_without_a_size_argument_say_how_to_write_it(fn, capsys):
+    fails(check.conv_encoder_shapes, fn, "write `def conv_encoder_shapes(size=28):` and use "
+                                         "`size`", capsys)
+
+
+SHAPE_ENTRIES = [np.array, lambda s: np.array(s, dtype=np.int32),
+                 lambda s: np.array(s, dtype=np.float64), torch.tensor,
+                 lambda s: torch.tensor(s, dtype=torch.float32)]
+
+
+@pytest.mark.parametrize("entry", SHAPE_ENTRIES,
+                         ids=["numpy-int64", "numpy-int32", "numpy-float", "tensor-int64",
+                              "tensor-float"])
+def test_conv_shapes_as_1d_arrays_or_tensors_of_whole_numbers_pass(entry, capsys):
+    passes(check.conv_encoder_shapes, lambda size=28: [entry(s) for s in encoder_at(size)],
+           capsys)
+    passes(check.conv_decoder_shapes, lambda: [entry(s) for s in DECODER], capsys)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    (lambda s: np.array([1, s[1], 12.5, 12.5]), "each entry should be a shape of whole numbers"),
+    (lambda s: torch.tensor([True, True, True, True]), "each entry should be a shape of whole"),
+    (np.zeros, "return the shapes (tuple(t.shape)), not the arrays"),
+    (torch.zeros, "return the shapes (tuple(t.shape)), not the tensors"),
+], ids=["numpy-half", "tensor-bool", "numpy-activations", "tensor-activations"])
+def test_conv_shapes_as_arrays_that_are_not_shapes_fail(entry, message, capsys):
+    fails(check.conv_encoder_shapes, lambda size=28: [entry(s) for s in encoder_at(size)],
+          message, capsys)
+    fails(check.conv_decoder_shapes, lambda: [entry(s) for s in DECODER], message, capsys)
 
 
 def test_assert_on_a_checker_fails_on_a_wrong_answer_after_printing_the_hint(capsys):
@@ -615,7 +726,8 @@ def test_exit_in_the_function_is_a_failure_not_the_end(checker, capsys):
     fails(checker, _quits, "your function called exit() — remove that call", capsys)
 
 
-@pytest.mark.parametrize("quit_", [lambda: exit(), lambda: quit(), lambda: sys.exit()])
+@pytest.mark.parametrize("quit_", [lambda size=28: exit(), lambda size=28: quit(),
+                                   lambda size=28: sys.exit()])
 def test_every_kind_of_exit_is_caught(quit_, capsys):
     fails(check.conv_encoder_shapes, quit_, "your function called exit()", capsys)
 
@@ -669,7 +781,7 @@ def test_the_time_limit_gives_back_an_outer_timer_and_its_handler(monkeypatch, c
     signal.setitimer(signal.ITIMER_REAL, 30.0)
     try:
         fails(check.conv_encoder_shapes, _endless, "ran longer than 0.2 s", capsys)
-        passes(check.conv_encoder_shapes, lambda: ENCODER, capsys)
+        passes(check.conv_encoder_shapes, encoder_at, capsys)
         left, _ = signal.getitimer(signal.ITIMER_REAL)  # a loaded machine may take seconds
         assert signal.getsignal(signal.SIGALRM) is outer and 20.0 < left < 30.0
     finally:
@@ -883,9 +995,9 @@ def test_reparameterize_messages_give_hints_not_the_formula(capsys):
 
 
 def test_conv_shapes_worked_out_by_running_vaelabs_convvae_fail(capsys):
-    def shapes():
+    def shapes(size=28):
         from vaelab.models import ConvVAE
-        x, out = torch.zeros(1, 1, 28, 28), []
+        x, out = torch.zeros(1, 1, size, size), []
         for layer in ConvVAE().encoder:
             x = layer(x)
             if isinstance(layer, torch.nn.Conv2d):
@@ -897,8 +1009,8 @@ def test_conv_shapes_worked_out_by_running_vaelabs_convvae_fail(capsys):
 
 
 def test_conv_shapes_written_with_np_floor_pass(capsys):
-    def shapes():
-        out, n = [], 28
+    def shapes(size=28):
+        out, n = [], size
         for c, k in ((32, 4), (64, 4), (128, 3)):
             n = np.floor((n - k) / 2) + 1  # np.float64: 13.0, 5.0, 2.0
             out.append((1, c, n, n))
@@ -921,8 +1033,8 @@ def test_donutness_that_squeezes_the_batch_axis_fails_on_one_image(capsys):
 
 
 def test_conv_shapes_by_running_conv_layers_of_ones_own_fail(capsys):
-    def shapes():
-        x, out = torch.zeros(1, 1, 28, 28), []
+    def shapes(size=28):
+        x, out = torch.zeros(1, 1, size, size), []
         for c_in, c_out, k in ((1, 32, 4), (32, 64, 4), (64, 128, 3)):
             x = nn.Conv2d(c_in, c_out, k, stride=2)(x)
             out.append(tuple(x.shape))
@@ -958,8 +1070,8 @@ def test_gaussian_kl_with_a_clamped_logvar_fails(capsys):
 
 
 def test_conv_shapes_by_torch_functional_conv2d_fail(capsys):
-    def shapes():
-        x, out = torch.zeros(1, 1, 28, 28), []
+    def shapes(size=28):
+        x, out = torch.zeros(1, 1, size, size), []
         for c_in, c_out, k in ((1, 32, 4), (32, 64, 4), (64, 128, 3)):
             x = F.conv2d(x, torch.zeros(c_out, c_in, k, k), stride=2)
             out.append(tuple(x.shape))
@@ -1051,26 +1163,26 @@ def test_the_watch_gives_threads_their_profiler_back_and_late_threads_drop_it(ca
 CONV_MODEL = ConvVAE()  # built outside the student's function, as in notebook 05
 
 
-def _print_and_answer(shapes):
-    def fn():
+def _print_and_answer(answer):
+    def fn(*size):
         print(CONV_MODEL)
         print(CONV_MODEL.encoder, repr(CONV_MODEL.decoder[0]), CONV_MODEL.encoder[0].extra_repr())
         print(CONV_MODEL.encoder[0].kernel_size, CONV_MODEL.encoder[0].stride)
-        return shapes
+        return answer(*size)
     return fn
 
 
-@pytest.mark.parametrize("checker, shapes", [(check.conv_encoder_shapes, ENCODER),
-                                             (check.conv_decoder_shapes, DECODER)])
-def test_conv_shapes_may_print_the_model(checker, shapes, capsys):
-    ok = checker(_print_and_answer(shapes))
+@pytest.mark.parametrize("checker, answer", [(check.conv_encoder_shapes, encoder_at),
+                                             (check.conv_decoder_shapes, lambda: DECODER)])
+def test_conv_shapes_may_print_the_model(checker, answer, capsys):
+    ok = checker(_print_and_answer(answer))
     line = capsys.readouterr().out.strip().splitlines()[-1]  # after what the function printed
     assert ok and line.startswith(PASSED), line
 
 
-def _torch_floor_shapes(start):
-    def fn():
-        out, n = [], start
+def _torch_floor_shapes(dtype):
+    def fn(size=28):
+        out, n = [], torch.tensor(float(size), dtype=dtype)
         for c, k in ((32, 4), (64, 4), (128, 3)):
             n = torch.floor((n - k) / 2) + 1  # tensor(13.), tensor(5.), tensor(2.)
             out.append((1, c, n, n))
@@ -1079,19 +1191,19 @@ def _torch_floor_shapes(start):
 
 
 @pytest.mark.parametrize("fn", [
-    _torch_floor_shapes(torch.tensor(28.0)),
-    _torch_floor_shapes(torch.tensor(28.0, dtype=torch.float64)),
-    lambda: [(1, c, torch.tensor(n), torch.tensor(n)) for _, c, n, _ in ENCODER],
+    _torch_floor_shapes(torch.float32),
+    _torch_floor_shapes(torch.float64),
+    lambda size=28: [(1, c, torch.tensor(n), torch.tensor(n)) for _, c, n, _ in encoder_at(size)],
 ], ids=["float32", "float64", "int64"])
 def test_conv_shapes_as_0d_tensors_of_whole_numbers_pass(fn, capsys):
     passes(check.conv_encoder_shapes, fn, capsys)
 
 
-@pytest.mark.parametrize("size", [torch.tensor(13.5), torch.tensor(True), torch.tensor(13.0 + 0j),
+@pytest.mark.parametrize("side", [torch.tensor(13.5), torch.tensor(True), torch.tensor(13.0 + 0j),
                                   torch.tensor(float("nan"))],
                          ids=["half", "bool", "complex", "nan"])
-def test_conv_shapes_as_tensors_that_are_not_whole_numbers_fail(size, capsys):
-    fails(check.conv_encoder_shapes, lambda: [(1, 32, size, size), *ENCODER[1:]],
+def test_conv_shapes_as_tensors_that_are_not_whole_numbers_fail(side, capsys):
+    fails(check.conv_encoder_shapes, lambda size=28: [(1, 32, side, side), *ENCODER[1:]],
           "each entry should be a shape of whole numbers", capsys)
 
 
@@ -1101,8 +1213,8 @@ ENCODER_LAYERS = ((1, 32, 4), (32, 64, 4), (64, 128, 3))  # (in, out channels, k
 def _encoder_by(op):
     """The encoder's shapes from ``op(x, c_in, c_out, kernel) -> y`` on a zero image (stride 2):
     a sliding window that gives each size without the formula."""
-    def fn():
-        x, out = torch.zeros(1, 1, 28, 28), []
+    def fn(size=28):
+        x, out = torch.zeros(1, 1, size, size), []
         for c_in, c_out, k in ENCODER_LAYERS:
             x = op(x, c_in, c_out, k)
             out.append((1, c_out, *x.shape[-2:]))
@@ -1195,3 +1307,13 @@ def test_mig_from_mi_tie_hint_does_not_give_the_formula(capsys):
     _, line = verdict(check.mig_from_mi, _mig_top_without_every_copy, capsys)
     assert "does your function drop every copy of the maximum?" in line, line
     assert "mean" not in line and "/ H" not in line, line
+
+
+def test_calling_the_checkers_own_reference_computation_fails(capsys):
+    from vaelab import exercises
+
+    def mig_from_mi(mi, entropy):  # the checker's helper sums the top-two gaps
+        return exercises._mig_variants(mi, entropy)[0][0] / mi.shape[1]
+
+    assert not exercises.check.mig_from_mi(mig_from_mi)
+    assert "calls vaelab's own _mig_variants" in capsys.readouterr().out

@@ -6,7 +6,7 @@
     check.bernoulli_reconstruction(rec)        # fn(logits, x) -> -log p(x|z) per image, (N,)
     check.vae_loss(vae_loss)                   # fn(logits, x, mu, logvar, beta) -> scalar
     check.donutness(donutness)                 # fn(x (N, 1, 28, 28)) -> (N,)
-    check.conv_encoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per encoder conv
+    check.conv_encoder_shapes(shapes)          # fn(size) -> [(1, C, H, W), ...] per encoder conv
     check.conv_decoder_shapes(shapes)          # fn() -> [(1, C, H, W), ...] per decoder conv
     check.mig_from_mi(mig_from_mi)             # fn(mi (L, K), entropy (K,)) -> MIG, a number
 
@@ -71,8 +71,9 @@ PASSED, NOT_YET, FAILED = "✅", "✏️", "❌"
 TIME_LIMIT_S = 20.0
 """Longest one call of the student's function may run, in seconds (main thread, SIGALRM)."""
 
-# vaelab's own answers: every function of these modules, and the reparameterisation ...
-ANSWER_FILES = frozenset(m.__file__ for m in (losses, anchor, metrics))
+# vaelab's own answers: every function of these modules (this one included: the checkers'
+# reference computations), and the reparameterisation ...
+ANSWER_FILES = frozenset({*(m.__file__ for m in (losses, anchor, metrics)), __file__})
 ANSWER_CODES = frozenset({models.reparameterize.__code__})
 # ... but not the maps that define donutness: they are given (the notebook's solution uses them)
 GIVEN_CODES = frozenset({anchor.donut_map.__code__, anchor.stick_map.__code__})
@@ -147,6 +148,8 @@ def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
     function in ``extra_files``, which this exercise forbids too)."""
     if code in GIVEN_CODES or code.co_name.startswith("<") or code.co_name in SHOWING:
         return False  # <module>, <lambda>, <genexpr>; and repr(layer)
+    if code.co_filename == __file__ and code.co_qualname.startswith(("_Watch.", "_time_limit")):
+        return False  # the checker's own watch and time limit, ending the student's call
     return (code in ANSWER_CODES or code.co_filename in ANSWER_FILES
             or code.co_filename.startswith(tuple(extra_files)))
 
@@ -968,17 +971,21 @@ class Checks:
     @staticmethod
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
     def conv_encoder_shapes(fn):
-        """Check ``fn() -> list``: the output shape of each conv layer of ``ConvVAE``'s encoder
-        for one ``(1, 1, 28, 28)`` image.
+        """Check ``fn(size) -> list``: the output shape of each conv layer of ``ConvVAE``'s
+        encoder for one ``(1, 1, size, size)`` image, for each size of ``ENCODER_SIZES`` (28
+        first, then sizes where rounding other than ⌊·⌋, or a 28 written in, goes wrong).
 
         The sizes are worked out from kernel and stride: building or running a conv layer, or
         any op that slides a window (conv, pooling, unfold), fails; printing the model to read
         kernel and stride is fine."""
-        model = ConvVAE()
-        expected = _layer_shapes(model.encoder, torch.zeros(1, 1, 28, 28), nn.Conv2d)
-        _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS, windows=True), expected,
-                        (1, 1, 28, 28), "conv", "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)")
-        return "shapes after each conv layer, (N, C, H, W)"
+        _takes_a_size(fn)
+        encoder, size = ConvVAE().encoder, ENCODER_SIZES[0]
+        _compare_shapes(_call(fn, "fn(size)", size, forbid=VAELAB_MODELS, windows=True),
+                        _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),
+                        (1, 1, size, size), "conv", ENCODER_RULE, where=f"for size={size}, ")
+        _encoder_other_sizes(fn, encoder)
+        return (f"shapes after each conv layer, (N, C, H, W), for {size}×{size} images and for "
+                f"sizes {', '.join(map(str, ENCODER_SIZES[1:]))}")
 
     @staticmethod
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
@@ -1033,6 +1040,53 @@ class Checks:
         return f"check.<name>(your_function), one of: {names}"
 
 
+# the encoder exercise's image sizes: 28 first, then sizes where rules that happen to give 28's
+# shapes go wrong: round() (half to even, so round(12.5) = 12) at all four; ⌊n/s⌋ − ⌊k/s⌋ + 1 at
+# 31, 32 and 33 (it is off only where the last layer's input is even); and a 28 written in.
+# Rounding up or half up, and ⌊n/s⌋ − 1, are wrong at 28 already. Every size from 18 up gives
+# each layer an output.
+ENCODER_SIZES = (28, 27, 31, 32, 33)
+ENCODER_RULE = "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)"
+
+
+def _takes_a_size(fn) -> None:
+    """The encoder exercise calls ``fn(size)``: say how to write a function that takes none (the
+    notebook's first form of the exercise) or takes it by keyword only."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call will tell
+        return
+    try:
+        signature.bind(ENCODER_SIZES[0])
+    except TypeError:
+        raise _Problem("the checker calls your function with the image's size, for 28 and "
+                       "other sizes — write `def conv_encoder_shapes(size=28):` and use `size` "
+                       "where you had 28") from None
+
+
+def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
+    """The encoder's shapes must be right for the other sizes of ``ENCODER_SIZES`` too, so that
+    rounding other than ⌊·⌋ or a 28 written in shows."""
+    first, others = ENCODER_SIZES[0], ENCODER_SIZES[1:]
+    at_first = _layer_shapes(encoder, torch.zeros(1, 1, first, first), nn.Conv2d)
+    got = {}
+    for size in others:
+        try:
+            out = _call(fn, "fn(size)", size, forbid=VAELAB_MODELS, windows=True)
+        except _Problem as p:  # e.g. a table {28: ...}[size]: KeyError
+            raise _Problem(f"for size={size}, {p}") from p
+        got[size] = _shapes(out, "conv", f"for size={size}, ")
+    if all(shapes == at_first for shapes in got.values()):  # round() gives them for 27 too
+        raise _Problem(f"your function gives the same shapes for sizes "
+                       f"{', '.join(map(str, others))} as for size={first} — work each size "
+                       f"out from `size`, not from {first}")
+    for size, shapes in got.items():
+        _compare_shapes(shapes, _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),
+                        (1, 1, size, size), "conv", ENCODER_RULE, f"for size={size}, ",
+                        advice=f"right for size={first}, so check the rounding: ⌊·⌋ rounds the "
+                               "whole quotient down (// does; round() and math.ceil don't)")
+
+
 def _layer_shapes(layers: nn.Sequential, x: torch.Tensor, kind: type) -> list[tuple]:
     shapes = []
     with torch.no_grad():
@@ -1056,45 +1110,63 @@ def _whole(d) -> bool:
             and math.isfinite(d) and float(d).is_integer())
 
 
-def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formula: str) -> None:
+# what a shape may be written as; its sizes may be whole numbers of any numeric type
+SHAPE_TYPES = (tuple, list, torch.Size, torch.Tensor, np.ndarray)  # tensors and arrays: 1-D
+
+
+def _shapes(out, layer: str, where: str = "") -> list[tuple]:
+    """The student's list of shapes as tuples of ints, or a ``_Problem`` saying what to return
+    (after ``where``, e.g. "for size=27, ")."""
     if not isinstance(out, (list, tuple)) or isinstance(out, torch.Size):
-        raise _Problem(f"return a list with one shape per {layer} layer; got {_describe(out)}"
-                       + (" — did you forget `return`?" if out is None else ""))
+        raise _Problem(f"{where}return a list with one shape per {layer} layer; got "
+                       f"{_describe(out)}" + (" — did you forget `return`?" if out is None else ""))
     shapes = []
     for s in out:
-        if isinstance(s, torch.Tensor):
-            raise _Problem("return the shapes (tuple(t.shape)), not the tensors")
-        if not isinstance(s, (tuple, list, torch.Size)) or not all(map(_whole, s)):
-            raise _Problem(f"each entry should be a shape of whole numbers like (1, C, H, W); "
-                           f"got {s!r}")
+        if isinstance(s, (torch.Tensor, np.ndarray)) and s.ndim != 1:
+            kind = "tensors" if isinstance(s, torch.Tensor) else "arrays"
+            raise _Problem(f"{where}return the shapes (tuple(t.shape)), not the {kind}")
+        if not isinstance(s, SHAPE_TYPES) or not all(map(_whole, s)):
+            raise _Problem(f"{where}each entry should be a shape of whole numbers like "
+                           f"(1, C, H, W); got {s!r}")
         shapes.append(tuple(int(d) for d in s))  # np.int64(13), 13.0, tensor(13.) are fine
+    return shapes
+
+
+def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formula: str,
+                    where: str = "", advice: str = "print(model) shows kernel and stride") -> None:
+    """Raise a ``_Problem`` naming the mistake (after ``where``) unless the student's ``out``
+    gives the ``expected`` shapes; a wrong height or width gets ``formula`` and ``advice``."""
+    shapes = _shapes(out, layer, where)
     k = len(expected)
     if shapes == expected:
         return
     if len(shapes) != k:
         if _dedup(shapes) == expected:
-            raise _Problem(f"activations don't change shapes — list one shape per {layer} layer")
+            raise _Problem(f"{where}activations don't change shapes — list one shape per "
+                           f"{layer} layer")
         if shapes[:1] == [start] and shapes[1:] == expected:
-            raise _Problem(f"leave out the input shape {start}; list each {layer} layer's output")
+            raise _Problem(f"{where}leave out the input shape {start}; list each {layer} "
+                           "layer's output")
         if shapes[:k] == expected:
-            raise _Problem(f"list only the {k} {layer} layers' outputs (nothing after them)")
-        raise _Problem(f"ConvVAE has {k} {layer} layers here; return one shape per layer — "
-                       f"got {len(shapes)}")
+            raise _Problem(f"{where}list only the {k} {layer} layers' outputs (nothing after "
+                           "them)")
+        raise _Problem(f"{where}ConvVAE has {k} {layer} layers here; return one shape per "
+                       f"layer — got {len(shapes)}")
     if shapes == [s[1:] for s in expected]:
-        raise _Problem("include the batch dimension N = 1 in front: (N, C, H, W)")
+        raise _Problem(f"{where}include the batch dimension N = 1 in front: (N, C, H, W)")
     if shapes == [(s[0], s[2], s[3], s[1]) for s in expected if len(s) == 4]:
-        raise _Problem("PyTorch orders dimensions (N, C, H, W): channels come before height "
-                       "and width")
+        raise _Problem(f"{where}PyTorch orders dimensions (N, C, H, W): channels come before "
+                       "height and width")
     for i, (got, want) in enumerate(zip(shapes, expected, strict=True), start=1):
         if got == want:
             continue
         if len(got) != len(want):
-            raise _Problem(f"{layer} layer {i}: give 4 numbers, (N, C, H, W); got {got}")
+            raise _Problem(f"{where}{layer} layer {i}: give 4 numbers, (N, C, H, W); got {got}")
         if got[1] != want[1]:
-            raise _Problem(f"{layer} layer {i} has the wrong number of channels — it is the "
-                           "layer's out_channels (print(model) shows them)")
-        raise _Problem(f"{layer} layer {i}: wrong height/width {got[2:]} — for each side, "
-                       f"{formula}; print(model) shows kernel and stride")
+            raise _Problem(f"{where}{layer} layer {i} has the wrong number of channels — it is "
+                           "the layer's out_channels (print(model) shows them)")
+        raise _Problem(f"{where}{layer} layer {i}: wrong height/width {got[2:]} — for each "
+                       f"side, {formula}; {advice}")
 
 
 check = Checks()

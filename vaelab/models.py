@@ -182,8 +182,9 @@ class VAE(MLPModel):
 class ConvVAE(LatentModel):
     """Convolutional VAE.
 
-    Encoder: conv 1→32 (4×4, stride 2), 32→64 (4×4, s2), 64→128 (3×3, s2): 28 → 13 → 5 → 2,
-    then the 2×2×128 = 512 features → (mu, logvar).
+    Encoder: conv 1→32 (4×4, stride 2), 32→64 (4×4, s2), 64→128 (3×3, s2), no padding; the
+    three stride-2 convolutions shrink the 28×28 image to a small grid (notebook 05 works out
+    its size, layer by layer), whose 128 channels are flattened → (mu, logvar).
     Decoder: linear L → 1024, reshape to 1024×1×1, transposed conv 1024→256 (4×4, s2),
     256→128 (6×6, s2), 128→1 (6×6, s2): 1 → 4 → 12 → 28, logits.
 

@@ -766,7 +766,7 @@ def plot_mig(result, title: str | None = None) -> Figure:
     ax.scatter([], [], s=20, color=colours[betas[-1]], label="one seed")
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
     ax.set_xlabel("β")
-    ax.set_ylabel("MIG (0: no factor in one latent alone; 1: each in one)")
+    ax.set_ylabel("MIG (mean gap over the factors, 0 to 1)")
     ax.set_ylim(0, max(0.1, float(t["mig"].max()) * 1.2))
     ax.legend(fontsize=8)
     n_seeds = t.groupby("beta").size().max()
