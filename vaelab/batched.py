@@ -41,16 +41,27 @@ def supports(model: nn.Module, fit_kwargs: dict) -> bool:
 
 def stack(models: list[nn.Module]) -> dict[str, torch.Tensor]:
     """Every parameter of the M models stacked on a new first axis: ``name -> (M, *shape)``,
-    leaf tensors that require grad."""
+    leaf tensors that require grad. A Linear layer's weight ``(out, in)`` is stored transposed,
+    ``(M, in, out)``: the layout ``h @ W`` reads, so its gradient comes out in that layout too
+    (stored as ``(M, out, in)``, every step's gradient would be transposed in a copy)."""
     states = [m.state_dict() for m in models]
-    return {k: torch.stack([s[k] for s in states]).requires_grad_() for k in states[0]}
+    return {k: _to_stacked(k, torch.stack([s[k] for s in states])).requires_grad_()
+            for k in states[0]}
 
 
 def unstack(params: dict[str, torch.Tensor], models: list[nn.Module]) -> None:
     """Copy model m's slice of the stacked ``params`` into ``models[m]``."""
     with torch.no_grad():
         for m, model in enumerate(models):
-            model.load_state_dict({k: v[m] for k, v in params.items()})
+            model.load_state_dict({k: _to_stacked(k, v)[m] for k, v in params.items()})
+
+
+def _to_stacked(name: str, value: torch.Tensor) -> torch.Tensor:
+    """A stacked Linear weight ``(M, out, in)`` ⇄ ``(M, in, out)`` (the transpose is its own
+    inverse); any other tensor as it is."""
+    if name.endswith("weight") and value.dim() == 3:
+        return value.transpose(1, 2).contiguous()
+    return value
 
 
 def run_layers(module: nn.Module, prefix: str, params: dict, h: torch.Tensor) -> torch.Tensor:
@@ -61,8 +72,8 @@ def run_layers(module: nn.Module, prefix: str, params: dict, h: torch.Tensor) ->
             h = run_layers(child, f"{prefix}{name}.", params, h)
         return h
     if isinstance(module, nn.Linear):
-        weight, bias = params[prefix + "weight"], params[prefix + "bias"]
-        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        weight, bias = params[prefix + "weight"], params[prefix + "bias"]  # (M, in, out), (M, out)
+        return torch.baddbmm(bias.unsqueeze(1), h, weight)
     if isinstance(module, (nn.ReLU, nn.Tanh)):
         return module(h)
     raise TypeError(f"run_layers: {type(module).__name__} at {prefix!r} is not a Linear layer "
