@@ -1242,22 +1242,31 @@ def _sliding_window_view(x, c_in, c_out, k):
     return torch.zeros(windows[:, :, ::2, ::2].shape[:4])
 
 
+def _numpy_1d(window):  # np.convolve or np.correlate along one side, every second output
+    def op(x, c_in, c_out, k):
+        n = window(np.ones(x.shape[-1]), np.ones(k), "valid")[::2].size
+        return x.new_zeros(1, c_out, n, n)
+    return op
+
+
 WINDOW_SHORTCUTS = [
     (lambda x, i, o, k: torch.ops.aten.convolution.default(
         x, torch.zeros(o, i, k, k), None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),
-     "convolution.default"),
+     "torch's own convolution.default"),
     (lambda x, i, o, k: torch.ops.aten.convolution(
         x, torch.zeros(o, i, k, k), None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),
-     "convolution"),
+     "torch's own convolution"),
     (lambda x, i, o, k: torch.ops.aten.conv2d.default(x, torch.zeros(o, i, k, k), None, [2, 2]),
-     "conv2d.default"),
-    (lambda x, i, o, k: F.avg_pool2d(x, k, 2), "avg_pool2d"),
-    (lambda x, i, o, k: F.max_pool2d(x, k, 2), "max_pool2d"),
-    (lambda x, i, o, k: nn.MaxPool2d(k, 2)(x), "max_pool2d"),  # the layer runs the builtin
-    (_conv1d, "conv1d"),
-    (_unfolded, "unfold"),
-    (_im2col, "im2col"),
+     "torch's own conv2d.default"),
+    (lambda x, i, o, k: F.avg_pool2d(x, k, 2), "torch's own avg_pool2d"),
+    (lambda x, i, o, k: F.max_pool2d(x, k, 2), "torch's own max_pool2d"),
+    (lambda x, i, o, k: nn.MaxPool2d(k, 2)(x), "torch's own max_pool2d"),  # runs the builtin
+    (_conv1d, "torch's own conv1d"),
+    (_unfolded, "torch's own unfold"),
+    (_im2col, "torch's own im2col"),
     (_sliding_window_view, "numpy's own sliding_window_view"),
+    (_numpy_1d(np.convolve), "numpy's own convolve"),
+    (_numpy_1d(np.correlate), "numpy's own correlate"),
 ]
 
 
@@ -1317,3 +1326,150 @@ def test_calling_the_checkers_own_reference_computation_fails(capsys):
 
     assert not exercises.check.mig_from_mi(mig_from_mi)
     assert "calls vaelab's own _mig_variants" in capsys.readouterr().out
+
+
+# --- found in the third review: squeezed batches, hints naming the answer, wide latents, β = 0,
+# numpy's and scipy's windows -----------------------------------------------------------------
+
+
+def _squeezed_bce(l, x):  # (N, 28, 28) for N > 1, but (28, 28) for one image
+    return F.binary_cross_entropy_with_logits(l, x, reduction="none").squeeze()
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (lambda l, x: _squeezed_bce(l, x).sum((1, 2)), "fails: your function raised IndexError"),
+    (lambda l, x: _bce(l, x).sum((1, 2, 3)).squeeze(), "gave shape (), not (1,)"),
+    (lambda l, x: _squeezed_bce(l, x).flatten(1).sum(1), "gave shape (28,), not (1,)"),
+], ids=["squeeze-then-sum", "sum-then-squeeze", "squeeze-then-flatten"])
+def test_bernoulli_reconstruction_that_squeezes_the_batch_axis_fails_on_one_image(fn, expected,
+                                                                                  capsys):
+    fails(check.bernoulli_reconstruction, fn, "a batch of one image (N = 1)", capsys)
+    fails(check.bernoulli_reconstruction, fn, expected, capsys)
+    fails(check.bernoulli_reconstruction, fn, "don't squeeze the batch axis away", capsys)
+
+
+@pytest.mark.parametrize("rec, expected", [
+    (lambda l, x: _squeezed_bce(l, x).sum((1, 2)), "fails: your function raised IndexError"),
+    (lambda l, x: _squeezed_bce(l, x).flatten(1).sum(1), "gets the wrong loss"),
+], ids=["squeeze-then-sum", "squeeze-then-flatten"])
+def test_vae_loss_that_squeezes_the_batch_axis_fails_on_one_image(rec, expected, capsys):
+    fn = _loss(rec=rec)
+    fails(check.vae_loss, fn, f"a batch of one image (N = 1) {expected}", capsys)
+    fails(check.vae_loss, fn, "don't squeeze the batch axis away", capsys)
+
+
+def _naive_rec(l, x):  # log of the logits themselves: NaN
+    return -(x * l.log() + (1 - x) * (1 - l).log()).flatten(1).sum(1)
+
+
+def _bce_on_logits(l, x):  # binary_cross_entropy wants probabilities
+    return F.binary_cross_entropy(l, x, reduction="none").flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("checker, fn, expected", [
+    (check.bernoulli_reconstruction, _bce_on_logits,
+     "binary_cross_entropy wants probabilities, and the decoder gives logits"),
+    (check.bernoulli_reconstruction, _naive_rec, "NaN or inf"),
+    (check.vae_loss, _loss(rec=_bce_on_logits),
+     "binary_cross_entropy wants probabilities, and the decoder gives logits"),
+    (check.vae_loss, _loss(rec=_naive_rec), "NaN or inf"),
+], ids=["rec-bce-on-logits", "rec-nan", "vae-bce-on-logits", "vae-nan"])
+def test_reconstruction_hints_point_at_the_mistake_not_the_one_call_answer(checker, fn, expected,
+                                                                           capsys):
+    ok, line = verdict(checker, fn, capsys)
+    assert not ok and expected in line, line
+    assert "logits directly" in line and "notebook 01's exercise has the identities" in line, line
+    assert "with_logits" not in line, line  # the one call that answers the exercise
+
+
+def _kl_of(mu_in, lv_in):
+    return lambda mu, lv: _kl(mu_in(mu), lv_in(lv))
+
+
+@pytest.mark.parametrize("kl", [
+    *(_kl_of(lambda m: m, lambda v, c=c: v.clamp(-c, c)) for c in (2.5, 3, 4, 6)),
+    _kl_of(lambda m: m.clamp(-2.5, 2.5), lambda v: v),
+], ids=["logvar-2.5", "logvar-3", "logvar-4", "logvar-6", "mu-2.5"])
+def test_vae_loss_with_a_clamped_mu_or_logvar_fails(kl, capsys):
+    fails(check.vae_loss, _loss(kl=kl), "not for means and log-variances up to about ±12", capsys)
+    fails(check.vae_loss, _loss(kl=kl), "with nothing clamped", capsys)
+
+
+def test_vae_loss_with_the_gradient_cut_beyond_the_first_inputs_fails(capsys):
+    def kl(mu, lv):  # right values everywhere; exp(logvar) a constant where |logvar| > 6
+        var = torch.where(lv.abs() > 6, lv.exp().detach(), lv.exp())
+        return 0.5 * (mu ** 2 + var - lv - 1).sum(1)
+
+    fails(check.vae_loss, _loss(kl=kl), "the values are right but the gradient is not", capsys)
+
+
+def _beta_over_beta(l, x, mu, lv, beta):  # β divided out and multiplied back in: NaN at β = 0
+    return beta * (_rec(l, x) / beta + _good_kl(mu, lv)).mean()
+
+
+def _beta_in_a_dropped_branch(l, x, mu, lv, beta):  # right value at β = 0, NaN gradient
+    b, rec = torch.tensor(beta), _rec(l, x).mean()
+    return torch.where(b > 0, (rec / b + _good_kl(mu, lv).mean()) * b, rec)
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (_beta_over_beta, "the result has NaN or inf values — with β = 0"),
+    (_beta_in_a_dropped_branch, "with β = 0 (the notebook's first model) the value is right but "
+                                "the gradient has NaN or inf values"),
+    (_loss(combine=lambda r, k, b: r + (b or 1.0) * k), "with β = 0 (the notebook's first model) "
+                                                        "the loss is off"),
+], ids=["divided-by-beta", "nan-gradient", "beta-0-read-as-1"])
+def test_vae_loss_at_beta_zero_must_be_the_reconstruction_alone(fn, expected, capsys):
+    _, line = verdict(check.vae_loss, VAE_RIGHT[0], capsys)
+    assert "β = 0, 0.25, 1 and 2.5" in line, line
+    fails(check.vae_loss, fn, expected, capsys)
+
+
+def test_vae_loss_that_skips_the_kl_at_beta_zero_passes(capsys):
+    def fn(l, x, mu, lv, beta):  # at β = 0 no gradient reaches mu and logvar: that is right
+        rec = _rec(l, x).mean()
+        return rec if beta == 0 else rec + beta * _good_kl(mu, lv).mean()
+
+    passes(check.vae_loss, fn, capsys)
+
+
+@pytest.mark.parametrize("name", ["convolve", "correlate", "fftconvolve", "oaconvolve",
+                                  "convolve2d", "correlate2d"])
+def test_conv_shapes_by_scipy_signal_windows_fail_and_name_scipy(name, capsys):
+    window = getattr(pytest.importorskip("scipy.signal"), name)
+
+    def op(x, c_in, c_out, k):
+        n = window(np.ones((x.shape[-1],) * 2), np.ones((k, k)), mode="valid")[::2, ::2].shape[0]
+        return x.new_zeros(1, c_out, n, n)
+
+    assert _encoder_by(op)() == ENCODER  # the shortcut gives the right sizes ...
+    fails(check.conv_encoder_shapes, _encoder_by(op), f"scipy's own {name}", capsys)  # refused
+
+
+def test_conv_decoder_shapes_by_numpy_convolve_fail(capsys):
+    def shapes():
+        n, out = 1, []
+        for c, k in ((256, 4), (128, 6), (1, 6)):  # stride 2: n − 1 zeros between the inputs
+            n = np.convolve(np.zeros((n - 1) * 2 + 1), np.ones(k), "full").size
+            out.append((1, c, n, n))
+        return out
+
+    assert shapes() == DECODER
+    fails(check.conv_decoder_shapes, shapes, "numpy's own convolve", capsys)
+
+
+def test_numpys_correlate_in_c_is_refused_without_its_python_wrapper(monkeypatch, capsys):
+    monkeypatch.setattr(exercises, "_window_codes", frozenset)  # no Python-level functions
+    fails(check.conv_encoder_shapes, _encoder_by(_numpy_1d(np.correlate)),
+          "numpy's own correlate", capsys)  # the C function np.correlate calls
+
+
+@pytest.mark.parametrize("checker, fn, part", [
+    (check.conv_encoder_shapes, lambda size=28: [(1, 32, 14, 14), *ENCODER[1:]], "encoder"),
+    (check.conv_encoder_shapes, lambda size=28: [(1, 16, 13, 13), *ENCODER[1:]], "encoder"),
+    (check.conv_decoder_shapes, lambda: [(1, 256, 2, 2), *DECODER[1:]], "decoder"),
+    (check.conv_decoder_shapes, lambda: [(1, 25, 4, 4), *DECODER[1:]], "decoder"),
+], ids=["encoder-size", "encoder-channels", "decoder-size", "decoder-channels"])
+def test_conv_shape_hints_print_the_part_not_the_whole_model(checker, fn, part, capsys):
+    ok, line = verdict(checker, fn, capsys)  # print(model) would show to_stats' in_features
+    assert not ok and f"print(model.{part}) shows" in line and "print(model)" not in line, line

@@ -25,12 +25,14 @@ While the student's function runs, the checker also makes sure that:
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
   given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the KL
   refuses ``torch.distributions``' closed form, the reparameterisation its ``rsample``, and the
-  conv-shape exercises anything that slides a window over a tensor to get the sizes: building
-  or running a ``ConvVAE`` or any conv layer, the conv and pooling functions (``F.conv2d``,
-  ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...), ``Tensor.unfold``,
-  ``F.unfold`` and numpy's ``sliding_window_view`` (the sizes are worked out from kernel and
+  conv-shape exercises anything that slides a window over a tensor or array to get the sizes:
+  building or running a ``ConvVAE`` or any conv layer, the conv and pooling functions
+  (``F.conv2d``, ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...),
+  ``Tensor.unfold``, ``F.unfold``, numpy's ``sliding_window_view``, ``convolve`` and
+  ``correlate``, and ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
+  ``oaconvolve``, ``convolve2d`` and ``correlate2d`` (the sizes are worked out from kernel and
   stride; printing the model to read them is fine). A shortcut through some other private
-  torch helper is not caught.
+  torch helper, or another library's window function, is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it), in the calling thread and in threads started
   during the call (``threading.setprofile``); a thread started before the call, or another
@@ -67,6 +69,9 @@ from .models import ConvVAE
 __all__ = ["check", "Checks", "TIME_LIMIT_S"]
 
 PASSED, NOT_YET, FAILED = "✅", "✏️", "❌"
+
+# where a reconstruction hint points instead of naming the one-call answer
+IDENTITIES = "the hint of notebook 01's exercise has the identities"
 
 TIME_LIMIT_S = 20.0
 """Longest one call of the student's function may run, in seconds (main thread, SIGALRM)."""
@@ -108,8 +113,8 @@ def _hint(e: Exception, signature: str) -> str:
         return ("torch's Bernoulli accepts only 0/1 pixels and these images are grey — write "
                 "the log-likelihood from the logits yourself")
     if "between 0 and 1" in msg:
-        return ("binary_cross_entropy wants probabilities, but the decoder gives logits — "
-                "use F.binary_cross_entropy_with_logits")
+        return ("binary_cross_entropy wants probabilities, and the decoder gives logits: work "
+                f"with the logits directly ({IDENTITIES})")
     if isinstance(e, RuntimeError) and any(w in msg for w in ("size", "shape", "dimension")):
         return "tensor shapes don't line up — print the shapes and check which dim you reduce over"
     if isinstance(e, TypeError):
@@ -128,19 +133,39 @@ TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
 VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__})
-# ... and so does any op that slides a window over a tensor: conv and pooling builtins
-# (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, ...), Tensor.unfold ...
-WINDOW_OPS = re.compile(r"conv(?!ert)|pool|unfold|im2col")
+# ... and so does any op that slides a window over a tensor: conv, correlation and pooling
+# builtins (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, numpy's C correlate, ...),
+# Tensor.unfold ...
+WINDOW_OPS = re.compile(r"conv(?!ert)|correlate|pool|unfold|im2col")
 # ... the same ops called through torch.ops (torch.ops.aten.convolution.default(...)): these
 # Python objects run the op from their __call__ ...
 TORCH_OP_CALLS = frozenset({torch._ops.OpOverload.__call__.__code__,
                             torch._ops.OpOverloadPacket.__call__.__code__})
-# ... and numpy's sliding windows
-NUMPY_WINDOWS = frozenset({inspect.unwrap(np.lib.stride_tricks.sliding_window_view).__code__})
+# ... and numpy's and scipy.signal's window functions written in Python, watched where they
+# start (fftconvolve's FFTs, for one, have C names that say nothing of windows)
+NUMPY_WINDOWS = (np.lib.stride_tricks.sliding_window_view, np.convolve, np.correlate)
+SCIPY_WINDOWS = ("convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
+                 "correlate2d")  # names in scipy.signal: _window_codes imports it when needed
 # describing a layer runs none: print(model) shows kernel and stride
 SHOWING = frozenset({"__repr__", "__str__", "extra_repr"})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call
 TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
+
+
+@functools.cache
+def _window_codes() -> frozenset:
+    """The code objects of ``NUMPY_WINDOWS`` and ``SCIPY_WINDOWS`` (scipy's only where it is
+    installed: imported on first use, outside the student's call)."""
+    functions = list(NUMPY_WINDOWS)
+    try:
+        import scipy.signal
+    except ImportError:
+        pass
+    else:
+        functions += [getattr(scipy.signal, name) for name in SCIPY_WINDOWS
+                      if hasattr(scipy.signal, name)]
+    codes = (getattr(inspect.unwrap(f), "__code__", None) for f in functions)
+    return frozenset(code for code in codes if code is not None)
 
 
 def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
@@ -154,18 +179,28 @@ def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
             or code.co_filename.startswith(tuple(extra_files)))
 
 
-def _window_op(frame, event: str, arg) -> str | None:
-    """``"torch's own conv2d"`` if this profile event runs an op that slides a window over a
-    tensor (conv, pooling, unfold), else None."""
+def _library(builtin) -> str:
+    """``"torch"``, ``"numpy"``: the package a builtin function or method comes from."""
+    module = (getattr(builtin, "__module__", None)  # Tensor.unfold has none: its Tensor's
+              or type(getattr(builtin, "__self__", None)).__module__)
+    return module.partition(".")[0]
+
+
+def _window_op(frame, event: str, arg, codes: frozenset) -> str | None:
+    """``"torch's own conv2d"``, ``"scipy's own fftconvolve"`` if this profile event runs an op
+    that slides a window over a tensor or array (conv, correlation, pooling, unfold; ``codes``:
+    those written in Python, from ``_window_codes``), else None."""
     if event == "c_call":  # F.conv2d, F.avg_pool2d, Tensor.unfold are builtins
-        name = getattr(arg, "__name__", "")
+        library, name = _library(arg), getattr(arg, "__name__", "")
     elif event == "call" and frame.f_code in TORCH_OP_CALLS:
+        library = "torch"
         name = getattr(frame.f_locals.get("self"), "__name__", "")  # "convolution.default"
-    elif event == "call" and frame.f_code in NUMPY_WINDOWS:
-        return f"numpy's own {frame.f_code.co_name}"
+    elif event == "call" and frame.f_code in codes:  # np.convolve, scipy.signal.fftconvolve
+        library = frame.f_globals.get("__name__", "").partition(".")[0]
+        return f"{library}'s own {frame.f_code.co_name}"
     else:
         return None
-    return f"torch's own {name}" if WINDOW_OPS.search(name) else None
+    return f"{library}'s own {name}" if WINDOW_OPS.search(name) else None
 
 
 class _Watch:
@@ -177,6 +212,7 @@ class _Watch:
         self.called: str | None = None
         self.forbid = forbid
         self.windows = windows
+        self._window_codes = _window_codes() if windows else frozenset()
         self._on = False
         self._threads_before = None
 
@@ -199,7 +235,7 @@ class _Watch:
             sys.setprofile(None)
             return
         if self.called is None and self.windows:
-            self.called = _window_op(frame, event, arg)
+            self.called = _window_op(frame, event, arg, self._window_codes)
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
@@ -210,7 +246,8 @@ class _Watch:
         if self.called and self.windows:
             raise _Problem(f"your function calls {self.called} — the exercise is to work the "
                            "sizes out from kernel and stride yourself, without building or "
-                           "running a layer (printing the model to read them is fine)")
+                           "running a layer or sliding a window (printing the model to read "
+                           "them is fine)")
         if self.called:
             raise _Problem(f"your function calls {self.called} — the exercise is to write the "
                            "formula yourself")
@@ -381,15 +418,17 @@ def _same_gradient(out: torch.Tensor, inputs: list[torch.Tensor], reference,
     """The gradient of ``out.sum()`` with respect to ``inputs`` (the leaves the student's
     function got) must be the reference function's: a result rebuilt with
     ``requires_grad_()`` after numpy, ``.detach()`` or ``torch.no_grad()`` has the right values
-    but no gradient, and one with a constant in the wrong place the wrong gradient. A NaN or
-    inf in the gradient gets the hint ``nonfinite`` where one is given."""
+    but no gradient, and one with a constant in the wrong place the wrong gradient (an input
+    the result does not use has gradient 0). A NaN or inf in the gradient gets the hint
+    ``nonfinite`` where one is given."""
     _needs_grad(out)
     got = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
     if nonfinite and any(g is not None and not torch.isfinite(g).all() for g in got):
         raise _Problem(nonfinite)
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
     want = torch.autograd.grad(reference(*leaves).sum(), leaves)
-    if any(g is None or not _close(g, w, atol=1e-3) for g, w in zip(got, want, strict=True)):
+    got = [torch.zeros_like(w) if g is None else g for g, w in zip(got, want, strict=True)]
+    if any(not _close(g, w, atol=1e-3) for g, w in zip(got, want, strict=True)):
         raise _Problem("the values are right but the gradient is not — the result must be "
                        "computed from the inputs with torch operations all the way (no numpy, "
                        ".detach() or torch.no_grad() on the way, and no input treated as a "
@@ -491,6 +530,38 @@ def _stable_on_large_logits(fn, mean: bool = False) -> None:
         "every branch finite for every logit, or use a torch function that is stable by design"))
 
 
+ONE_IMAGE = "a batch of one image (N = 1)"
+UNSQUEEZED = "don't squeeze the batch axis away (squeeze() drops every axis of size 1, N's too)"
+
+
+def _one_image(fn, loss: bool = False) -> None:
+    """A batch of one image (N = 1) must work too, where a ``squeeze()`` that drops the channel
+    axis drops the batch axis as well. ``loss``: ``fn`` is the exercise's ``vae_loss`` (run at
+    β = 1, a scalar); else the reconstruction term, one value per image."""
+    logits, x = (t[1:2].clone() for t in _image_inputs())  # the grey image
+    mu, logvar = (t[1:2].clone() for t in _gaussian_inputs())
+    if loss:
+        want = losses.vae_loss(logits, x, mu, logvar, beta=1.0).total.reshape(1)
+        what, signature, args = "loss", "fn(logits, x, mu, logvar, beta)", (logits, x, mu,
+                                                                           logvar, 1.0)
+    else:
+        want = losses.bernoulli_nll_per_image(logits, x)
+        what, signature, args = "reconstruction term", "fn(logits, x)", (logits, x)
+    try:
+        out = _tensor(_call(fn, signature, *args), f"the {what}")
+    except _Problem as p:
+        e = p.__cause__
+        if isinstance(e, Exception):  # the student's function raised
+            raise _Problem(f"{ONE_IMAGE} fails: your function raised {type(e).__name__}: "
+                           f"{_first_line(e)} — {UNSQUEEZED}") from e
+        raise _Problem(f"for {ONE_IMAGE}, {p}") from p
+    if out.numel() != 1 or not (loss or out.dim() >= 1):  # a loss may be () or (1,)
+        raise _Problem(f"{ONE_IMAGE} gave shape {tuple(out.shape)}, not "
+                       f"{'()' if loss else '(1,)'} — {UNSQUEEZED}")
+    if not _close(out.detach().reshape(1), want, rtol=1e-4, atol=1e-2):
+        raise _Problem(f"{ONE_IMAGE} gets the wrong {what} — {UNSQUEEZED}")
+
+
 def _donut_edge_cases(fn) -> None:
     """Each image is scored on its own ink: a faint copy (ink × 0.001) scores as the image does,
     a blank image beside inked ones still scores 0 while they keep their scores, and a batch
@@ -530,6 +601,47 @@ def _vae_loss_other_sizes(fn) -> None:
         raise _Problem("right for the first inputs but not for 6 images with 5 latent "
                        "dimensions — nothing may depend on a fixed batch size or number of "
                        "latents: sum over the dimensions each tensor has, average over its rows")
+
+
+def _vae_loss_wide_latents(fn) -> None:
+    """The loss and its gradient must be right for means and log-variances spanning ±12 (the
+    first inputs stay within about ±2; a trained encoder can give logvar of −9 and below), so a
+    clamp on μ or logvar shows."""
+    logits, x = _image_inputs()
+    span = torch.linspace(-12.0, 12.0, 12)
+    mu, logvar = span.view(4, 3), span.view(3, 4).T  # ±12 each, paired differently
+    leaves = [t.clone().requires_grad_() for t in (logits, mu, logvar)]
+    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", leaves[0], x.clone(),
+                        *leaves[1:], 1.0), "the loss")
+
+    def reference(lg, m, lv):
+        return losses.vae_loss(lg, x, m, lv, beta=1.0).total
+
+    if out.numel() != 1 or not _close(out.detach().reshape(()), reference(logits, mu, logvar)):
+        raise _Problem("right on the first inputs but not for means and log-variances up to "
+                       "about ±12, which a trained encoder can give — use mu and logvar as they "
+                       "come, with nothing clamped")
+    _same_gradient(out, leaves, reference)
+
+
+def _vae_loss_beta_zero(fn) -> None:
+    """β = 0 (notebook 04's first model) leaves the reconstruction term alone, with a finite
+    value and gradient: a β divided out and multiplied back in gives 0 · inf = NaN there."""
+    logits, x = _image_inputs()
+    mu, logvar = _gaussian_inputs()
+    leaves = [t.clone().requires_grad_() for t in (logits, mu, logvar)]
+    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", leaves[0], x.clone(),
+                        *leaves[1:], 0.0), "the loss")
+    at_zero = "with β = 0 (the notebook's first model)"
+    _finite(out, f"{at_zero} nothing may be divided by β: β only weighs the KL term")
+    rec = losses.bernoulli_nll_per_image(logits, x).mean()
+    if out.numel() != 1 or not _close(out.detach().reshape(()), rec, rtol=1e-5, atol=1e-3):
+        raise _Problem(f"{at_zero} the loss is off — β weighs only the KL term, so β = 0 "
+                       "leaves the reconstruction term alone")
+    _same_gradient(out, leaves, lambda lg, m, lv: losses.vae_loss(lg, x, m, lv, beta=0.0).total,
+                   nonfinite=f"{at_zero} the value is right but the gradient has NaN or inf "
+                             "values — nothing may be divided by β, not even in a branch that "
+                             "torch.where drops")
 
 
 def _kl_variants(mu, logvar):
@@ -863,8 +975,8 @@ class Checks:
                       "the reconstruction term per image")
         out, note = _per_image(out, ref, "−log p(x|z) per image",
                                "sum over the pixels (flatten(1).sum(1))")
-        _finite(out, "log(0) somewhere? the decoder gives logits: use "
-                     "F.binary_cross_entropy_with_logits, which is stable")
+        _finite(out, "log(0) somewhere? the decoder gives logits, and sigmoid rounds to 0 or 1 "
+                     f"on large ones: work with the logits directly ({IDENTITIES})")
         if not _close(out.detach(), ref, rtol=1e-4, atol=1e-2):
             message = _match(out.detach(), _bernoulli_variants(logits, x))
             if message:
@@ -872,6 +984,7 @@ class Checks:
             raise _Problem("the values are off — the term is the binary cross-entropy between "
                            "the images and sigmoid(logits), summed over pixels")
         _same_gradient(out, [leaf], lambda lg: losses.bernoulli_nll_per_image(lg, x))
+        _one_image(fn)
         _stable_on_large_logits(fn)
         return ("binary cross-entropy on logits, summed over pixels, one number per image"
                 + note)
@@ -900,8 +1013,8 @@ class Checks:
                 raise _Problem(f"return one number (the batch mean); got shape "
                                f"{tuple(out.shape)}")
             out = out.reshape(())
-            _finite(out, "check the KL (σ² = exp(logvar)) and use "
-                         "F.binary_cross_entropy_with_logits for the reconstruction")
+            _finite(out, "check the KL (σ² = exp(logvar)) and compute the reconstruction from "
+                         f"the logits directly ({IDENTITIES})")
             if _close(out.detach(), ref, rtol=1e-5, atol=1e-3):
                 _same_gradient(out, leaves, lambda lg, m, lv, b=beta:
                                losses.vae_loss(lg, x, m, lv, beta=b).total)
@@ -925,11 +1038,14 @@ class Checks:
             raise _Problem(message or f"with β = {beta:g} the loss is off — it is the batch "
                            "mean of reconstruction + β·KL; check the terms with "
                            "check.bernoulli_reconstruction and check.gaussian_kl")
+        _vae_loss_beta_zero(fn)
         _vae_loss_other_sizes(fn)
+        _vae_loss_wide_latents(fn)
+        _one_image(fn, loss=True)
         kl_2 = losses.kl_divergence(mu[:2], logvar[:2]).mean()  # outside the watched call
         _stable_on_large_logits(lambda lg, xb: fn(lg, xb, mu[:2], logvar[:2], 1.0) - kl_2,
                                 mean=True)
-        return "batch mean of reconstruction + β·KL, for β = 0.25, 1 and 2.5"
+        return "batch mean of reconstruction + β·KL, for β = 0, 0.25, 1 and 2.5"
 
     @staticmethod
     @_checker("one score per image, a tensor of shape (N,)")
@@ -976,13 +1092,14 @@ class Checks:
         first, then sizes where rounding other than ⌊·⌋, or a 28 written in, goes wrong).
 
         The sizes are worked out from kernel and stride: building or running a conv layer, or
-        any op that slides a window (conv, pooling, unfold), fails; printing the model to read
-        kernel and stride is fine."""
+        any op that slides a window (conv, correlation, pooling, unfold), fails; printing the
+        model to read kernel and stride is fine."""
         _takes_a_size(fn)
         encoder, size = ConvVAE().encoder, ENCODER_SIZES[0]
         _compare_shapes(_call(fn, "fn(size)", size, forbid=VAELAB_MODELS, windows=True),
                         _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),
-                        (1, 1, size, size), "conv", ENCODER_RULE, where=f"for size={size}, ")
+                        (1, 1, size, size), "conv", ENCODER_RULE, "encoder",
+                        where=f"for size={size}, ")
         _encoder_other_sizes(fn, encoder)
         return (f"shapes after each conv layer, (N, C, H, W), for {size}×{size} images and for "
                 f"sizes {', '.join(map(str, ENCODER_SIZES[1:]))}")
@@ -994,14 +1111,14 @@ class Checks:
         decoder for one code (its input is the code reshaped to ``(1, 1024, 1, 1)``).
 
         The sizes are worked out from kernel and stride: building or running a conv layer, or
-        any op that slides a window (conv, pooling, unfold), fails; printing the model to read
-        kernel and stride is fine."""
+        any op that slides a window (conv, correlation, pooling, unfold), fails; printing the
+        model to read kernel and stride is fine."""
         model = ConvVAE()
         start = model.from_code(torch.zeros(1, model.latent_dim)).view(-1, 1024, 1, 1)
         expected = _layer_shapes(model.decoder, start, nn.ConvTranspose2d)
         _compare_shapes(_call(fn, "fn()", forbid=VAELAB_MODELS, windows=True), expected,
                         tuple(start.shape), "transposed conv",
-                        "out = (in − 1) · stride + kernel (no padding)")
+                        "out = (in − 1) · stride + kernel (no padding)", "decoder")
         return "shapes after each transposed conv layer, (N, C, H, W)"
 
     @staticmethod
@@ -1082,7 +1199,7 @@ def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
                        f"out from `size`, not from {first}")
     for size, shapes in got.items():
         _compare_shapes(shapes, _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),
-                        (1, 1, size, size), "conv", ENCODER_RULE, f"for size={size}, ",
+                        (1, 1, size, size), "conv", ENCODER_RULE, "encoder", f"for size={size}, ",
                         advice=f"right for size={first}, so check the rounding: ⌊·⌋ rounds the "
                                "whole quotient down (// does; round() and math.ceil don't)")
 
@@ -1133,9 +1250,12 @@ def _shapes(out, layer: str, where: str = "") -> list[tuple]:
 
 
 def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formula: str,
-                    where: str = "", advice: str = "print(model) shows kernel and stride") -> None:
+                    part: str, where: str = "", advice: str | None = None) -> None:
     """Raise a ``_Problem`` naming the mistake (after ``where``) unless the student's ``out``
-    gives the ``expected`` shapes; a wrong height or width gets ``formula`` and ``advice``."""
+    gives the ``expected`` shapes; a wrong height or width gets ``formula`` and ``advice``
+    (by default: print the model's ``part``, "encoder" or "decoder", to read kernel and stride;
+    printing the whole model would show the linear layers' sizes too)."""
+    shown = f"print(model.{part})"
     shapes = _shapes(out, layer, where)
     k = len(expected)
     if shapes == expected:
@@ -1164,9 +1284,9 @@ def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formul
             raise _Problem(f"{where}{layer} layer {i}: give 4 numbers, (N, C, H, W); got {got}")
         if got[1] != want[1]:
             raise _Problem(f"{where}{layer} layer {i} has the wrong number of channels — it is "
-                           "the layer's out_channels (print(model) shows them)")
+                           f"the layer's out_channels ({shown} shows them)")
         raise _Problem(f"{where}{layer} layer {i}: wrong height/width {got[2:]} — for each "
-                       f"side, {formula}; {advice}")
+                       f"side, {formula}; {advice or f'{shown} shows kernel and stride'}")
 
 
 check = Checks()
