@@ -1473,3 +1473,78 @@ def test_numpys_correlate_in_c_is_refused_without_its_python_wrapper(monkeypatch
 def test_conv_shape_hints_print_the_part_not_the_whole_model(checker, fn, part, capsys):
     ok, line = verdict(checker, fn, capsys)  # print(model) would show to_stats' in_features
     assert not ok and f"print(model.{part}) shows" in line and "print(model)" not in line, line
+
+
+# --- found in the fourth review: reparameterisations that mix rows or fix L, torch.distributions'
+# message, a MIG inside a container -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (lambda mu, lv: mu.mean(0) + torch.randn_like(mu) * std_of(lv), "each row's own μ"),
+    (lambda mu, lv: mu.roll(1, 0) + torch.randn_like(mu) * std_of(lv), "each row's own μ"),
+    (lambda mu, lv: mu + torch.randn_like(mu) * torch.exp(0.5 * lv.mean(0)),
+     "each row's own logvar"),
+    (lambda mu, lv: mu + torch.randn_like(mu) * std_of(lv.roll(1, 0)), "each row's own logvar"),
+], ids=["mu-batch-mean", "mu-rolled", "logvar-batch-mean", "logvar-rolled"])
+def test_reparameterize_refuses_z_built_from_other_rows_and_says_so(fn, expected, capsys):
+    fails(check.reparameterize, fn, expected, capsys)
+    fails(check.reparameterize, fn, "no mean over rows or dimensions, no shifted rows", capsys)
+    _, line = verdict(check.reparameterize, fn, capsys)
+    assert "gradients don't flow" not in line and ".sample()" not in line, line
+
+
+def test_reparameterize_with_gradients_reaching_other_rows_fails_and_says_so(capsys):
+    def fn(mu, logvar):  # right values; μ's gradient also goes to the row below
+        shifted = mu.roll(1, 0)
+        return mu + (shifted - shifted.detach()) + torch.randn_like(mu) * std_of(logvar)
+
+    fails(check.reparameterize, fn, "gradients reach the wrong rows", capsys)
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (lambda mu, lv: mu + torch.randn(mu.shape[0], 3) * std_of(lv),
+     "right for 3 latent dimensions, but with mu of shape (7, 2) (2 latent dimensions) your "
+     "function raised RuntimeError"),
+    (lambda mu, lv: (mu + torch.randn_like(mu) * std_of(lv))[:, :3],
+     "right for 3 latent dimensions, but with mu of shape (5, 20) (20 latent dimensions) z has "
+     "shape (5, 3)"),
+    (lambda mu, lv: mu + torch.randn_like(mu) * std_of(lv.clamp(-4, 4)),
+     "z − μ must scale with each entry's own σ, however small or large"),
+], ids=["randn-N-by-3", "first-3-columns", "logvar-clamped"])
+def test_reparameterize_must_hold_for_other_numbers_of_latents(fn, expected, capsys):
+    fails(check.reparameterize, fn, expected, capsys)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda mu, lv: mu + torch.distributions.Normal(0.0, 1.0).sample(mu.shape) * std_of(lv),
+    lambda mu, lv: torch.distributions.Normal(mu, std_of(lv)).rsample(),
+], ids=["eps-from-Normal", "rsample"])
+def test_reparameterize_says_torch_distributions_is_off_limits(fn, capsys):
+    ok, line = verdict(check.reparameterize, fn, capsys)
+    assert not ok and "your function calls torch's own Normal.__init__" in line, line
+    assert "torch.distributions is off-limits in this exercise" in line, line
+    assert "torch.randn_like(mu)" in line and "write the formula yourself" not in line, line
+
+
+@pytest.mark.parametrize("box", [
+    lambda m: np.array([m]), lambda m: torch.tensor([m]), lambda m: [m], lambda m: (m,),
+    lambda m: np.array([[m]]),
+], ids=["array-(1,)", "tensor-(1,)", "list", "tuple", "array-(1,1)"])
+def test_mig_from_mi_refuses_one_number_inside_a_container(box, capsys):
+    def fn(mi, entropy):
+        return box(mig_sorted(mi, entropy))
+
+    with pytest.raises(TypeError):  # what the notebook's next cell would do with it
+        f"{fn(*exercises._mig_inputs()):.3f}"
+    fails(check.mig_from_mi, fn, "return one number, e.g. float(...)", capsys)
+
+
+@pytest.mark.parametrize("scalar", [
+    np.array, np.float32, lambda m: torch.tensor(m, requires_grad=True),
+], ids=["array-0d", "float32", "tensor-0d"])
+def test_mig_from_mi_accepts_one_number_of_any_kind(scalar, capsys):
+    def fn(mi, entropy):
+        return scalar(mig_sorted(mi, entropy))
+
+    assert f"{fn(*exercises._mig_inputs()):.3f}"  # the notebook's next cell can format it
+    passes(check.mig_from_mi, fn, capsys)

@@ -24,7 +24,8 @@ While the student's function runs, the checker also makes sure that:
   ``vaelab.losses``, ``vaelab.anchor`` or ``vaelab.metrics``, or ``models.reparameterize``)
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
   given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the KL
-  refuses ``torch.distributions``' closed form, the reparameterisation its ``rsample``, and the
+  refuses ``torch.distributions``' closed form, the reparameterisation anything in
+  ``torch.distributions`` (its ``rsample`` is the answer in one call), and the
   conv-shape exercises anything that slides a window over a tensor or array to get the sizes:
   building or running a ``ConvVAE`` or any conv layer, the conv and pooling functions
   (``F.conv2d``, ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...),
@@ -148,8 +149,12 @@ SCIPY_WINDOWS = ("convolve", "correlate", "fftconvolve", "oaconvolve", "convolve
                  "correlate2d")  # names in scipy.signal: _window_codes imports it when needed
 # describing a layer runs none: print(model) shows kernel and stride
 SHOWING = frozenset({"__repr__", "__str__", "extra_repr"})
-# ... and its distributions' rsample() answers the reparameterisation exercise in one call
+# ... and its distributions' rsample() answers the reparameterisation exercise in one call, so
+# that exercise refuses all of torch.distributions, and says so (ε drawn from a Normal(0, 1) is
+# the formula written by hand, but refused all the same)
 TORCH_DISTRIBUTIONS = os.path.dirname(torch.distributions.__file__) + os.sep
+NO_DISTRIBUTIONS = ("draw ε with torch.randn_like(mu) (or torch.randn): torch.distributions is "
+                    "off-limits in this exercise, since its rsample() is the answer in one call")
 
 
 @functools.cache
@@ -206,12 +211,17 @@ def _window_op(frame, event: str, arg, codes: frozenset) -> str | None:
 class _Watch:
     """Notes the first of vaelab's answer functions that is called inside the ``with`` block
     (a ``sys.setprofile`` hook, also given to threads started in the block; off while another
-    profiler is installed). ``windows``: conv, pooling and unfold ops count as answers too."""
+    profiler is installed). ``windows``: conv, pooling and unfold ops count as answers too.
+    ``refusal``: what to say, instead of "write the formula yourself", when the function called
+    is one in ``forbid``."""
 
-    def __init__(self, forbid: frozenset = frozenset(), windows: bool = False):
+    def __init__(self, forbid: frozenset = frozenset(), windows: bool = False,
+                 refusal: str | None = None):
         self.called: str | None = None
         self.forbid = forbid
         self.windows = windows
+        self.refusal = refusal
+        self.forbidden = False  # whether the function called is one in forbid
         self._window_codes = _window_codes() if windows else frozenset()
         self._on = False
         self._threads_before = None
@@ -240,6 +250,7 @@ class _Watch:
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
             self.called = f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}"
+            self.forbidden = code.co_filename.startswith(tuple(self.forbid))
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
@@ -248,6 +259,8 @@ class _Watch:
                            "sizes out from kernel and stride yourself, without building or "
                            "running a layer or sliding a window (printing the model to read "
                            "them is fine)")
+        if self.called and self.forbidden and self.refusal:
+            raise _Problem(f"your function calls {self.called} — {self.refusal}")
         if self.called:
             raise _Problem(f"your function calls {self.called} — the exercise is to write the "
                            "formula yourself")
@@ -281,11 +294,12 @@ def _time_limit(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
-def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: bool = False):
+def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: bool = False,
+          refusal: str | None = None):
     """Call the student's function within the time limit, watching for calls into vaelab's
-    answers (and the files in ``forbid``; with ``windows``, conv, pooling and unfold ops); turn
-    its errors into one friendly line."""
-    watch = _Watch(forbid, windows)
+    answers (and the files in ``forbid``, named with ``refusal`` where one is given; with
+    ``windows``, conv, pooling and unfold ops); turn its errors into one friendly line."""
+    watch = _Watch(forbid, windows, refusal)
     try:
         with _time_limit(TIME_LIMIT_S), watch:
             out = fn(*args)
@@ -728,20 +742,110 @@ def _independent_rows(e: torch.Tensor) -> None:
                        "row needs its own independent draw: torch.randn_like(mu)")
 
 
-def _check_spread(std: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) -> None:
-    """Name the mistake if the sample's ``std`` per dimension is not ``sigma``."""
-    if ((std / sigma.double() - 1).abs() <= 0.025).all():  # 3.5 standard errors at n = 10,000
+def _reparam_inputs(n: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ and logvar ``(n, 3)`` that differ from row to row: μ about (1, −2, 0.5) ± 1, σ from 0.5
+    to 5 (logvar uniform), so a z that takes μ or σ from other rows shows."""
+    g = torch.Generator().manual_seed(2)
+    mu = torch.tensor([1.0, -2.0, 0.5]) + torch.randn(n, 3, generator=g)
+    logvar = 2 * torch.empty(n, 3).uniform_(math.log(0.5), math.log(5.0), generator=g)
+    return mu, logvar
+
+
+OWN_ROW = "(no mean over rows or dimensions, no shifted rows)"
+
+
+def _own_mu(dev: torch.Tensor, mu: torch.Tensor) -> None:
+    """``dev`` = z − μ must not go against μ: a z centred on other rows' μ (a mean over the
+    batch, rows shifted) has z − μ falling as μ rises (correlation about −0.4 here; 0 ± 0.01
+    when each row uses its own)."""
+    corr = torch.stack([torch.corrcoef(torch.stack([dev[:, j], mu[:, j]]))[0, 1]
+                        for j in range(mu.shape[1])])
+    if (corr < -0.1).any():
+        raise _Problem(f"z is not centred on each row's own μ — row i of z must use row i of "
+                       f"mu {OWN_ROW}")
+
+
+def _check_spread(dev: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) -> None:
+    """Name the mistake if ``dev`` = z − μ, divided by each entry's ``sigma``, does not have
+    standard deviation 1 per dimension, or does not grow with that entry's own σ: log|z − μ|
+    must rise by ½ per unit of logvar (0 when σ comes from other rows)."""
+    sigma, logvar = sigma.double(), logvar.double()
+    if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():  # 3.5 standard errors at 10,000
+        wrong = [(sigma.square(), "exp(logvar) is the variance σ², not the standard deviation "
+                  "σ that scales the noise — logvar is log σ²: what gives σ?"),
+                 (logvar.abs(), "logvar was used as the standard deviation itself; it is "
+                  "log σ²"),
+                 (1 / sigma, "your spread is 1/σ — check the sign in the exponent"),
+                 (sigma.sqrt(), "your spread is √σ — check the factor in the exponent")]
+        for spread, message in wrong:
+            if (((dev / spread).std(0) - 1).abs() < 0.05).all():
+                raise _Problem(message)
+    x = logvar - logvar.mean(0)
+    y = dev.abs().clamp_min(1e-12).log()
+    slope = (x * (y - y.mean(0))).sum(0) / x.square().sum(0)  # ½ ± 0.01 when right
+    if ((slope - 0.5).abs() > 0.1).any():
+        raise _Problem(f"the spread of z does not follow each row's own logvar — row i of z "
+                       f"must use row i of logvar {OWN_ROW}")
+    if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():
+        raise _Problem("z has the wrong spread — its standard deviation per dimension must be "
+                       "σ, where logvar = log σ²")
+
+
+def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+    """The gradient of a random weighting ``(z * w).sum()`` (a third of the weights 0) must be
+    ``w`` for ``mu`` and ``½·w·(z − μ)`` for ``logvar``: each row's z reaches its own μ and
+    logvar only, so nothing reaches an entry whose weight is 0."""
+    if not z.requires_grad:
+        raise _Problem("gradients don't reach μ and logvar — build z from them directly "
+                       "(no .detach(), no .sample(); that is the trick)")
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(z.shape, generator=g) * (torch.rand(z.shape, generator=g) > 1 / 3)
+    got = torch.autograd.grad((z * w).sum(), [mu, logvar], allow_unused=True)
+    got = [torch.zeros_like(x) if d is None else d for d, x in zip(got, (mu, logvar), strict=True)]
+    want = [w, 0.5 * w * (z.detach() - mu.detach())]
+    if all(_close(d, v, atol=1e-3) for d, v in zip(got, want, strict=True)):
         return
-    wrong = [(sigma.square(), "exp(logvar) is the variance σ², not the standard deviation σ "
-              "that scales the noise — logvar is log σ²: what gives σ?"),
-             (logvar.abs(), "logvar was used as the standard deviation itself; it is log σ²"),
-             (1 / sigma, "your spread is 1/σ — check the sign in the exponent"),
-             (sigma.sqrt(), "your spread is √σ — check the factor in the exponent")]
-    for spread, message in wrong:
-        if ((std / spread.double() - 1).abs() < 0.05).all():
-            raise _Problem(message)
-    raise _Problem("z has the wrong spread — its standard deviation per dimension must be σ, "
-                   "where logvar = log σ²")
+    if any((d[w == 0].abs() > 1e-6).any() for d in got):
+        raise _Problem(f"gradients reach the wrong rows: one row of z moves other rows' μ or "
+                       f"logvar — each row's z must use its own μ and σ only {OWN_ROW}")
+    raise _Problem("the values are right but gradients don't flow through μ and σ — build z "
+                   "from mu, logvar and the noise with tensor operations yourself "
+                   "(torch.normal and .sample() pass no gradient)")
+
+
+REPARAM_SIZES = ((7, 2), (5, 20))  # the notebook's models have 2 and 20 latent dimensions
+
+
+def _reparam_other_sizes(fn) -> None:
+    """z must have the shape of ``mu`` for other batch sizes and numbers of latents than the
+    10,000 × 3 of the main test, and z − μ must scale with each entry's σ (from about 0.005 to
+    150 here, so ε = (z − μ)/σ stays within ±6 only when it does)."""
+    g = torch.Generator().manual_seed(6)
+    for n, dims in REPARAM_SIZES:
+        mu, logvar = torch.randn(n, dims, generator=g), 4 * torch.randn(n, dims, generator=g)
+        where = f"with mu of shape ({n}, {dims}) ({dims} latent dimensions)"
+        try:
+            z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone(),
+                              forbid=frozenset({TORCH_DISTRIBUTIONS}), refusal=NO_DISTRIBUTIONS),
+                        "z")
+        except _Problem as p:
+            e = p.__cause__
+            if isinstance(e, Exception):  # the student's function raised
+                raise _Problem(f"right for 3 latent dimensions, but {where} your function "
+                               f"raised {type(e).__name__}: {_first_line(e)} — take every size "
+                               "from mu, with no batch size or number of latents written in") \
+                    from e
+            raise _Problem(f"{where}, {p}") from p
+        if z.shape != mu.shape:
+            raise _Problem(f"right for 3 latent dimensions, but {where} z has shape "
+                           f"{tuple(z.shape)} — take every size from mu, with no batch size or "
+                           "number of latents written in")
+        e = (z.detach().double() - mu) / torch.exp(0.5 * logvar.double())
+        if not (torch.isfinite(e).all() and e.abs().max() < 6 and e.std() > 0.3):
+            raise _Problem(f"right for 3 latent dimensions, but not {where}: z − μ must scale "
+                           "with each entry's own σ, however small or large (here from about "
+                           "0.005 to 150) — is a number of latents written in, or logvar "
+                           "clamped?")
 
 
 def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
@@ -805,8 +909,17 @@ def _mig_variants(mi: np.ndarray, entropy: np.ndarray):
     ]
 
 
+def _is_number(out) -> bool:
+    """Whether ``out`` is one real number: a Python or numpy one, or a 0-d array or tensor (what
+    the notebook's ``f"{m:.3f}"`` can format; ``[m]`` or ``np.array([m])`` it cannot)."""
+    if isinstance(out, (np.ndarray, torch.Tensor)):
+        return out.ndim == 0
+    return isinstance(out, numbers.Real)
+
+
 def _mig_of(out, per_factor: np.ndarray) -> float:
-    """The student's MIG as a float; a per-factor array or a non-number is a named mistake."""
+    """The student's MIG as a float; a per-factor array, a number inside a container or a
+    non-number is a named mistake."""
     if out is None:
         raise _Problem("got None — did you forget `return`?")
     if isinstance(out, (str, bytes)):
@@ -819,6 +932,10 @@ def _mig_of(out, per_factor: np.ndarray) -> float:
         raise _Problem(f"you returned the {len(per_factor)} per-factor gaps; MIG is their mean")
     if value.size != 1:
         raise _Problem(f"return one number, the mean over factors; got shape {value.shape}")
+    if not _is_number(out):  # [m], np.array([m]), torch.tensor([m]): the notebook's :.3f fails
+        held = f" of shape {value.shape}" if value.ndim else ""
+        raise _Problem(f"return one number, e.g. float(...); got {_describe(out)}{held} — the "
+                       "notebook formats the result with :.3f, which needs a number")
     return float(value.reshape(()))
 
 
@@ -878,41 +995,39 @@ class Checks:
     def reparameterize(fn):
         """Check ``fn(mu, logvar) -> z``: one sample of N(μ, σ²) per row (``logvar`` = log σ²),
         with gradients reaching ``mu`` and ``logvar``."""
-        n = 10_000
-        mu0 = torch.tensor([1.0, -2.0, 0.5])
-        sigma = torch.tensor([2.0, 0.5, 1.5])
-        logvar0 = 2 * sigma.log()
-        mu = mu0.expand(n, 3).clone().requires_grad_()
-        logvar = logvar0.expand(n, 3).clone().requires_grad_()
+        mu0, logvar0 = _reparam_inputs()
+        sigma = torch.exp(0.5 * logvar0)
+        mu, logvar = mu0.clone().requires_grad_(), logvar0.clone().requires_grad_()
         z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar,
-                          forbid=frozenset({TORCH_DISTRIBUTIONS})), "z")
+                          forbid=frozenset({TORCH_DISTRIBUTIONS}), refusal=NO_DISTRIBUTIONS), "z")
         if z.shape != mu.shape:
             raise _Problem(f"z should have the shape of mu {tuple(mu.shape)}; "
                            f"got {tuple(z.shape)}")
         _finite(z, "σ is finite for every logvar; don't take a log or sqrt of logvar")
-        again = _tensor(_call(fn, "fn(mu, logvar)", mu.detach(), logvar.detach()), "z")
+        again = _tensor(_call(fn, "fn(mu, logvar)", mu0.clone(), logvar0.clone()), "z")
         zd = z.detach().double()
-        if _close(zd, mu0.double().expand(n, 3)):
+        if _close(zd, mu0.double()):
             raise _Problem("z equals μ — no noise was added: a sample of N(μ, σ²) varies "
                            "around μ")
-        third = _tensor(_call(fn, "fn(mu, logvar)", mu.detach(), logvar.detach()), "z")
+        third = _tensor(_call(fn, "fn(mu, logvar)", mu0.clone(), logvar0.clone()), "z")
         if torch.equal(z.detach(), again.detach()) or torch.equal(z.detach(), third.detach()):
             raise _Problem("z repeats from one call to another — draw a fresh ε inside the "
                            "function each time it runs")
-        if (zd.std(0) < 1e-6).any():
+        dev = zd - mu0.double()
+        e = dev / sigma.double()  # the noise the function drew, if z = μ + σ·ε
+        if (e.std(0) < 1e-4).any():
             raise _Problem("every image got the same ε — ε needs the shape of μ, one draw per "
                            "image and dimension")
-        mean, std = zd.mean(0), zd.std(0)
-        if (mean.abs() < 0.1).all():
+        if (zd.mean(0).abs() < 0.1).all():
             raise _Problem("z is centred on 0, not on μ — add μ")
-        shift = (mean - mu0) / std  # uniform ε on [0, 1) gives √3 in every dimension
+        shift = e.mean(0) / e.std(0)  # uniform ε on [0, 1) gives √3 in every dimension
         if ((shift - math.sqrt(3)).abs() < 0.1).all():
             raise _Problem("ε looks uniform on [0, 1) (torch.rand_like) — it must be standard "
                            "normal: torch.randn_like")
+        _own_mu(dev, mu0.double())
         if (shift.abs() > 0.05).any():
             raise _Problem("z is not centred on μ — ε must have mean 0 (a standard normal)")
-        _check_spread(std, sigma, logvar0)
-        e = (zd - mu0) / sigma
+        _check_spread(dev, sigma, logvar0)
         if not _normal_tails(e):
             raise _Problem("ε has mean 0 and variance 1 but is not normally distributed — draw "
                            "it from N(0, I) with torch.randn_like")
@@ -921,17 +1036,8 @@ class Checks:
             raise _Problem("the latent dimensions share one ε — ε needs the shape of μ "
                            "(one draw per dimension)")
         _independent_rows(e)
-        if not z.requires_grad:
-            raise _Problem("gradients don't reach μ and logvar — build z from them directly "
-                           "(no .detach(), no .sample(); that is the trick)")
-        z.sum().backward()
-        grad_ok = (mu.grad is not None and logvar.grad is not None
-                   and _close(mu.grad, torch.ones_like(mu))
-                   and _close(logvar.grad, 0.5 * (z.detach() - mu0), atol=1e-3))
-        if not grad_ok:
-            raise _Problem("the values are right but gradients don't flow through μ and σ — "
-                           "build z from mu, logvar and the noise with tensor operations "
-                           "yourself (torch.normal and .sample() pass no gradient)")
+        _reparam_gradient(z, mu, logvar)
+        _reparam_other_sizes(fn)
         return "z = μ + σ·ε with fresh standard-normal ε, σ = exp(½·logvar), gradients flow"
 
     @staticmethod
