@@ -1548,3 +1548,26 @@ def test_mig_from_mi_accepts_one_number_of_any_kind(scalar, capsys):
 
     assert f"{fn(*exercises._mig_inputs()):.3f}"  # the notebook's next cell can format it
     passes(check.mig_from_mi, fn, capsys)
+
+
+def test_bernoulli_reconstruction_with_logits_clamped_beyond_the_decoders_fails():
+    import torch.nn.functional as F
+
+    from vaelab.exercises import check
+
+    def clamped(logits, x):  # right up to ±160, wrong (and no gradient) beyond
+        return F.binary_cross_entropy_with_logits(
+            logits.clamp(-160, 160), x, reduction="none").flatten(1).sum(1)
+
+    assert not check.bernoulli_reconstruction(clamped)
+
+
+def test_reparameterize_names_a_spread_mistake_only_when_it_fits(capsys):
+    from vaelab.exercises import check
+
+    def softplus_spread(mu, logvar):  # neither σ nor √σ: the general message, not "√σ"
+        return mu + torch.randn_like(mu) * F.softplus(logvar)
+
+    assert not check.reparameterize(softplus_spread)
+    out = capsys.readouterr().out
+    assert "wrong spread" in out and "√σ" not in out

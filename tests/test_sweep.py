@@ -169,8 +169,10 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("test_data, anchor", [(False, False), (True, False), (True, True)])
-def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data, anchor):
+@pytest.mark.parametrize("test_data, anchor, likelihood", [
+    (False, False, "bernoulli"), (True, False, "bernoulli"),
+    (True, True, "gaussian")])  # notebook 06's anchor sweep: Gaussian likelihood, anchor loss
+def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data, anchor, likelihood):
     from vaelab import batched, fit
 
     x = shapes.images[:300]
@@ -185,12 +187,13 @@ def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data, anchor)
         single.load_state_dict(model.state_dict())
     kw = {"test_data": x[:64]} if test_data else {}
     histories = batched.fit_many(models, x, betas, seeds, epochs=2, batch_size=64,
-                                 anchor_rates=rates if anchor else None, progress=False,
+                                 anchor_rates=rates if anchor else None, likelihood=likelihood,
+                                 progress=False,
                                  test_data=x[:64] if test_data else None)
     for single, model, beta, seed, rate, history in zip(singles, models, betas, seeds, rates,
                                                         histories, strict=True):
         expected = fit(single, x, epochs=2, batch_size=64, beta=beta, seed=seed,
-                       anchor_rate=rate, progress=False, **kw)
+                       anchor_rate=rate, likelihood=likelihood, progress=False, **kw)
         assert torch.allclose(weights(model), weights(single), atol=1e-4, rtol=1e-3)
         for got, want in zip(history.train, expected.train, strict=True):
             assert got == pytest.approx(want, rel=1e-4)
