@@ -332,8 +332,9 @@ def open_notebook(page, url: str, name: str) -> None:
     """Open ``name`` and wait until it is the current tab and its kernel is idle. Lab restores
     the tabs of the last visit too, and one of those can be current for a moment."""
     page.goto(f"{url}/lab/tree/{name}", timeout=START_TIMEOUT_S * 1000)
-    current = f"() => {{ const panel = {PANEL}; return !!panel && !!panel.context" \
-              f" && panel.context.path === {name!r}; }}"
+    current = ("() => { const app = window.jupyterapp;"  # undefined while the page loads
+               " const panel = app && app.shell && app.shell.currentWidget;"
+               f" return !!panel && !!panel.context && panel.context.path === {name!r}; }}")
     page.wait_for_function(current, timeout=START_TIMEOUT_S * 1000)
     page.wait_for_function(KERNEL_IDLE, timeout=START_TIMEOUT_S * 1000)
 

@@ -137,7 +137,7 @@ VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__fil
 # ... and so does any op that slides a window over a tensor: conv, correlation and pooling
 # builtins (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, numpy's C correlate, ...),
 # Tensor.unfold ...
-WINDOW_OPS = re.compile(r"conv(?!ert)|correlate|pool|unfold|im2col")
+WINDOW_OPS = re.compile(r"conv(?!ert)|correlate|pool|unfold|im2col|stft")
 # ... the same ops called through torch.ops (torch.ops.aten.convolution.default(...)): these
 # Python objects run the op from their __call__ ...
 TORCH_OP_CALLS = frozenset({torch._ops.OpOverload.__call__.__code__,
@@ -538,12 +538,12 @@ def _stable_on_large_logits(fn, mean: bool = False) -> None:
 
     want = reference(logits)
     if got.shape != want.shape or not _close(got, want, rtol=1e-4, atol=1e-2):
-        raise _Problem("right on moderate logits but not on large ones (±40, ±150), which a "
+        raise _Problem("right on moderate logits but not on large ones (±40, ±150, ±1000), which a "
                        "trained decoder gives far from its codes: there sigmoid rounds to 0 or "
                        "1 and its log is −inf or clipped — work with the logits themselves "
                        "(log σ(ℓ) = −softplus(−ℓ))")
     _same_gradient(out, [leaf], reference, nonfinite=(
-        "right values on large logits (±40, ±150), but the gradient there is NaN or inf, so "
+        "right values on large logits (±40, ±150, ±1000), but the gradient there is NaN or inf, so "
         "training would break: torch.where computes both branches for every logit, and an "
         "overflow in the branch it drops still poisons the gradient (0 · inf = NaN) — keep "
         "every branch finite for every logit, or use a torch function that is stable by design"))
@@ -813,6 +813,10 @@ def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     if any((d[w == 0].abs() > 1e-6).any() for d in got):
         raise _Problem(f"gradients reach the wrong rows: one row of z moves other rows' μ or "
                        f"logvar — each row's z must use its own μ and σ only {OWN_ROW}")
+    if any(d.abs().max() > 1e-6 for d in got):  # gradients arrive, with the wrong values
+        raise _Problem("gradients reach μ and logvar, but with the wrong values: ∂z/∂μ must be "
+                       "1 and ∂z/∂logvar ½·σ·ε — is σ built from logvar exactly, with nothing "
+                       "added, clamped or squashed?")
     raise _Problem("the values are right but gradients don't flow through μ and σ — build z "
                    "from mu, logvar and the noise with tensor operations yourself "
                    "(torch.normal and .sample() pass no gradient)")
@@ -851,6 +855,24 @@ def _reparam_other_sizes(fn) -> None:
                            "with each entry's own σ, however small or large (here from about "
                            "0.005 to 150) — is a number of latents written in, or logvar "
                            "clamped?")
+    _reparam_wide_logvar(fn)
+
+
+def _reparam_wide_logvar(fn) -> None:
+    """log|z − μ| − ½·logvar = log|ε| must not depend on logvar, also far out (logvar from −12
+    to 12, σ from 0.0025 to 400): a clamped logvar shifts it by ½·(clamped − true), so its mean
+    over the entries with logvar > 6 and over those with logvar < −6 differ by about 3 nats
+    for a clamp at ±6; right answers differ by 0 ± 0.05."""
+    g = torch.Generator().manual_seed(7)
+    mu, logvar = torch.randn(2000, 4, generator=g), 24 * torch.rand(2000, 4, generator=g) - 12
+    z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone(),
+                      forbid=frozenset({TORCH_DISTRIBUTIONS}), refusal=NO_DISTRIBUTIONS), "z")
+    r = ((z.detach().double() - mu).abs().clamp_min(1e-300).log() - 0.5 * logvar.double())
+    shift = float(r[logvar > 6].mean() - r[logvar < -6].mean())
+    if not math.isfinite(shift) or abs(shift) > 0.3:
+        raise _Problem("right on moderate log-variances but not far out (logvar from −12 to 12, "
+                       "σ from about 0.0025 to 400): z − μ must scale with each entry's own σ "
+                       "there too — is logvar clamped, or σ capped?")
 
 
 def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
@@ -862,16 +884,21 @@ def _mig_inputs() -> tuple[np.ndarray, np.ndarray]:
 
 def _mig_more_inputs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Made-up ``(where, mi, entropy)`` beyond the 4 × 3 one, each I(z_j; v_k) ≤ H(v_k): 7
-    latents × 5 factors, and 6 × 4 with two latents tied for the top of the second factor."""
+    latents × 5 factors, 6 × 4 with two latents tied for the top of the second factor, and
+    3 × 5 (fewer latents than factors: a function that transposes mi when it is wide fails)."""
     other = np.array([[0.9, 0.1, 0.2, 0.0, 0.3], [0.2, 1.1, 0.1, 0.4, 0.2],
                       [0.4, 0.3, 1.3, 0.2, 0.1], [0.1, 0.8, 0.5, 1.5, 0.6],
                       [0.3, 0.2, 0.9, 0.7, 1.9], [0.6, 0.4, 0.3, 0.1, 1.2],
                       [0.0, 0.5, 0.2, 1.0, 0.4]])
     tied = np.array([[1.0, 0.2, 0.1, 0.3], [0.3, 0.9, 0.2, 0.1], [0.1, 0.9, 0.4, 0.2],
                      [0.2, 0.5, 1.2, 0.6], [0.4, 0.1, 0.7, 1.4], [0.0, 0.3, 0.1, 0.8]])
+    few = np.array([[1.0, 0.2, 0.6, 0.1, 0.3], [0.3, 0.9, 0.2, 1.2, 0.1],
+                    [0.1, 0.4, 1.1, 0.5, 0.8]])  # fewer latents than factors
     return [("a made-up 7 × 5 matrix (7 latents, 5 factors)", other,
              np.log([3.0, 4.0, 5.0, 6.0, 8.0])),
-            ("a made-up 6 × 4 matrix", tied, np.log([4.0, 3.0, 5.0, 6.0]))]
+            ("a made-up 6 × 4 matrix", tied, np.log([4.0, 3.0, 5.0, 6.0])),
+            ("a made-up 3 × 5 matrix (3 latents, 5 factors)", few,
+             np.log([3.0, 4.0, 5.0, 6.0, 8.0]))]
 
 
 def _mig_tie_message(out: float, mi: np.ndarray, entropy: np.ndarray,
@@ -1169,7 +1196,8 @@ class Checks:
         g = torch.Generator().manual_seed(2)
         noise = torch.rand(28, 28, generator=g)
         x = torch.stack([donut, stick, 0.5 * donut, ((donut + stick) > 0).float(), noise,
-                         0.8 * noise * stick + 0.2 * donut]).unsqueeze(1)
+                         0.8 * noise * stick + 0.2 * donut,
+                         stick * (1 - donut)]).unsqueeze(1)  # the stick off the ring: −1
         ref = anchor.donutness(x)
         out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
         out, note = _per_image(out, ref, "one score per image", "reduce each image to one number")
@@ -1272,9 +1300,9 @@ class Checks:
 # the encoder exercise's image sizes: 28 first, then sizes where rules that happen to give 28's
 # shapes go wrong: round() (half to even, so round(12.5) = 12) at all four; ⌊n/s⌋ − ⌊k/s⌋ + 1 at
 # 31, 32 and 33 (it is off only where the last layer's input is even); and a 28 written in.
-# Rounding up or half up, and ⌊n/s⌋ − 1, are wrong at 28 already. Every size from 18 up gives
-# each layer an output.
-ENCODER_SIZES = (28, 27, 31, 32, 33)
+# Rounding up or half up, and ⌊n/s⌋ − 1, are wrong at 28 already; 35 (16 → 7 → 3) catches a
+# last layer written in as 2. Every size from 18 up gives each layer an output.
+ENCODER_SIZES = (28, 27, 31, 32, 33, 35)
 ENCODER_RULE = "out = ⌊(in − kernel) / stride⌋ + 1 (no padding)"
 
 
