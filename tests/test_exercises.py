@@ -1618,3 +1618,18 @@ def test_donutness_clipped_below_the_stick_map_fails():
         return ((ink @ d - ink @ s) / total).clamp(min=-0.45)
 
     assert not check.donutness(clipped)
+
+
+def test_switching_the_watch_off_fails(capsys):
+    import sys
+
+    from vaelab import losses
+    from vaelab.exercises import check
+
+    def sneaky(logits, x):
+        sys.setprofile(None)
+        return losses.bernoulli_nll_per_image(logits, x)
+
+    assert not check.bernoulli_reconstruction(sneaky)
+    assert "switched the checker's watch off" in capsys.readouterr().out
+    assert sys.getprofile() is None  # nothing left behind

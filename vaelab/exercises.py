@@ -236,6 +236,8 @@ class _Watch:
 
     def __exit__(self, *exc) -> None:
         if self._on:
+            if sys.getprofile() != self._on_event and self.called is None:
+                self.called = "sys.setprofile, which switched the checker's watch off"
             self._on = False  # threads still running drop the hook at their next event
             sys.setprofile(None)  # what was there before
             threading.setprofile(self._threads_before)
