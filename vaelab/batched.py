@@ -2,9 +2,9 @@
 
 A sweep trains many small ``VAE``s that differ only in β, seed or anchor rate. One at a time,
 each step is a handful of small matrix multiplies and the CPU waits on Python more than it
-computes. Here
-the M models' weights are stacked (``(M, out, in)`` per layer) and every layer of all M models
-runs as one batched matrix multiply (``torch.baddbmm``); the M losses are summed before
+computes. Here the M models' weights are stacked (``(M, in, out)`` per Linear layer, see
+``stack``) and every layer of all M models runs as one batched matrix multiply
+(``torch.baddbmm``); the M losses are summed before
 ``backward`` (their weights are independent, so each model gets exactly its own gradient) and
 one Adam steps the stacked tensors (Adam works element by element, so that is M Adams).
 
