@@ -147,6 +147,11 @@ TORCH_OP_CALLS = frozenset({torch._ops.OpOverload.__call__.__code__,
 NUMPY_WINDOWS = (np.lib.stride_tricks.sliding_window_view, np.convolve, np.correlate)
 SCIPY_WINDOWS = ("convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
                  "correlate2d")  # names in scipy.signal: _window_codes imports it when needed
+NDIMAGE_WINDOWS = ("convolve", "correlate", "convolve1d", "correlate1d", "uniform_filter",
+                   "uniform_filter1d", "maximum_filter", "maximum_filter1d", "minimum_filter",
+                   "minimum_filter1d", "median_filter", "rank_filter", "percentile_filter",
+                   "generic_filter", "generic_filter1d", "gaussian_filter",
+                   "gaussian_filter1d")  # scipy.ndimage's sliding-window filters
 # describing a layer runs none: print(model) shows kernel and stride
 SHOWING = frozenset({"__repr__", "__str__", "extra_repr"})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call, so
@@ -159,16 +164,19 @@ NO_DISTRIBUTIONS = ("draw ε with torch.randn_like(mu) (or torch.randn): torch.d
 
 @functools.cache
 def _window_codes() -> frozenset:
-    """The code objects of ``NUMPY_WINDOWS`` and ``SCIPY_WINDOWS`` (scipy's only where it is
-    installed: imported on first use, outside the student's call)."""
+    """The code objects of ``NUMPY_WINDOWS``, ``SCIPY_WINDOWS`` and ``NDIMAGE_WINDOWS`` (scipy's
+    only where it is installed: imported on first use, outside the student's call)."""
     functions = list(NUMPY_WINDOWS)
     try:
+        import scipy.ndimage
         import scipy.signal
     except ImportError:
         pass
     else:
         functions += [getattr(scipy.signal, name) for name in SCIPY_WINDOWS
                       if hasattr(scipy.signal, name)]
+        functions += [getattr(scipy.ndimage, name) for name in NDIMAGE_WINDOWS
+                      if hasattr(scipy.ndimage, name)]
     codes = (getattr(inspect.unwrap(f), "__code__", None) for f in functions)
     return frozenset(code for code in codes if code is not None)
 
@@ -584,23 +592,28 @@ def _one_image(fn, loss: bool = False) -> None:
 
 
 def _donut_edge_cases(fn) -> None:
-    """Each image is scored on its own ink: a faint copy (ink × 0.001) scores as the image does,
-    a blank image beside inked ones still scores 0 while they keep their scores, and a batch
+    """Each image is scored on its own ink: faint copies (ink × 0.001 and × 1e-5, the faintest
+    with total ink 0.004, so only an eps far below that passes) score as the images do, a
+    blank image beside inked ones still scores 0 while they keep their scores, and a batch
     of one image works."""
-    donut = anchor.donut_map()[None]
-    x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, anchor.stick_map()[None]])
+    donut, stick = anchor.donut_map()[None], anchor.stick_map()[None]
+    x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, stick, 1e-5 * donut,
+                     1e-5 * stick])
     out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
     out, want = out.detach().reshape(-1).double(), anchor.donutness(x).double()
     if out.shape != want.shape:
-        raise _Problem(f"four images gave {tuple(out.shape)} scores; return one per image")
+        raise _Problem(f"{len(x)} images gave {tuple(out.shape)} scores; return one per image")
     full = [0, 1, 3]  # the blank image, the donut map and the stick map
     if not _close(out[full], want[full], atol=1e-3):
         raise _Problem("with a blank image in the batch the scores change — score each image "
                        "on its own ink: the blank one 0, the others as without it")
-    if abs(out[2] - want[2]) > 1e-3:
-        raise _Problem(f"a faint copy of the donut map (ink × 0.001) scores {out[2]:.3f}, not "
-                       f"{want[2]:.3f} like the map itself — divide by the image's own total "
-                       "ink, with only a tiny eps (1e-8) against 0/0")
+    for i, (scale, name) in {2: ("0.001", "donut"), 4: ("1e-5", "donut"),
+                             5: ("1e-5", "stick")}.items():
+        if abs(out[i] - want[i]) > 1e-3:
+            raise _Problem(f"a faint copy of the {name} map (ink × {scale}) scores "
+                           f"{out[i]:.3f}, not {want[i]:.3f} like the map itself — divide by "
+                           "the image's own total ink, with only a tiny eps (1e-8) against 0/0 "
+                           "and no floor under the ink")
     one = _tensor(_call(fn, "fn(x)", x[1:2].clone()), "the scores", numpy_ok=True)
     if one.dim() == 0 or one.shape[0] != 1 or one.numel() != 1 or abs(
             float(one.detach().reshape(-1)[0]) - float(want[1])) > 1e-3:  # (1,), or (1, 1)
@@ -777,25 +790,70 @@ def _check_spread(dev: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) 
     standard deviation 1 per dimension, or does not grow with that entry's own σ: log|z − μ|
     must rise by ½ per unit of logvar (0 when σ comes from other rows)."""
     sigma, logvar = sigma.double(), logvar.double()
-    if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():  # 3.5 standard errors at 10,000
-        wrong = [(sigma.square(), "exp(logvar) is the variance σ², not the standard deviation "
-                  "σ that scales the noise — logvar is log σ²: what gives σ?"),
-                 (logvar.abs(), "logvar was used as the standard deviation itself; it is "
-                  "log σ²"),
-                 (1 / sigma, "your spread is 1/σ — check the sign in the exponent"),
-                 (sigma.sqrt(), "your spread is √σ — check the factor in the exponent")]
-        for spread, message in wrong:
-            if (((dev / spread).std(0) - 1).abs() <= 0.025).all():  # as tight as the right answer
-                raise _Problem(message)
     x = logvar - logvar.mean(0)
     y = dev.abs().clamp_min(1e-12).log()
     slope = (x * (y - y.mean(0))).sum(0) / x.square().sum(0)  # ½ ± 0.01 when right
+    if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():  # 3.5 standard errors at 10,000
+        # each named mistake must fit both the spread (as tight as the right answer) and the
+        # rate at which log|z − μ| rises with logvar: 1 for σ², −½ for 1/σ, ¼ for √σ (a
+        # constant factor such as σ/√2 changes the spread, not the rate, and fits none)
+        wrong = [(sigma.square(), 1.0, "exp(logvar) is the variance σ², not the standard "
+                  "deviation σ that scales the noise — logvar is log σ²: what gives σ?"),
+                 (logvar.abs(), None, "logvar was used as the standard deviation itself; it "
+                  "is log σ²"),
+                 (1 / sigma, -0.5, "your spread is 1/σ — check the sign in the exponent"),
+                 (sigma.sqrt(), 0.25, "your spread is √σ — check the factor in the exponent")]
+        for spread, rate, message in wrong:
+            if ((((dev / spread).std(0) - 1).abs() <= 0.025).all()
+                    and (rate is None or ((slope - rate).abs() <= 0.1).all())):
+                raise _Problem(message)
     if ((slope - 0.5).abs() > 0.1).any():
+        # log|z − μ| rises by 1 per unit of logvar when the noise is scaled by σ² (times any
+        # constant, e.g. ½σ²), by −½ for 1/σ and by ¼ for √σ; 0 when σ comes from other rows
+        named = [(1.0, "z − μ grows like σ², not σ: exp(logvar) is the variance σ² — "
+                  "logvar is log σ²: what gives σ?"),
+                 (-0.5, "z − μ shrinks as logvar grows — check the sign in the exponent"),
+                 (0.25, "z − μ grows like √σ — check the factor in the exponent")]
+        for rate, message in named:
+            if ((slope - rate).abs() <= 0.1).all():
+                raise _Problem(message)
         raise _Problem(f"the spread of z does not follow each row's own logvar — row i of z "
                        f"must use row i of logvar {OWN_ROW}")
     if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():
-        raise _Problem("z has the wrong spread — its standard deviation per dimension must be "
-                       "σ, where logvar = log σ²")
+        scale = float((dev / sigma).std(0).mean())
+        raise _Problem(f"z has the wrong spread — z − μ is about {scale:.2g}·σ·ε, and its "
+                       "standard deviation per dimension must be σ, where logvar = log σ²")
+
+
+def _name_offset(dev: torch.Tensor, sigma: torch.Tensor) -> None:
+    """Name a constant added to z: z = μ + c + σ·ε has z − μ − c, divided by σ, centred on 0
+    in every dimension, with c the mean of z − μ weighted by 1/σ² (the least-squares estimate
+    of a constant under noise σ·ε; a mean-0 ε gives c = 0 ± 0.01 here)."""
+    w = sigma.square().reciprocal()
+    c = (dev * w).sum(0) / w.sum(0)
+    e = (dev - c) / sigma
+    if (c.abs() > 0.02).any() and ((e.mean(0) / e.std(0)).abs() < 0.05).all():
+        raise _Problem(f"z is centred on μ plus a constant (about {float(c.mean()):.1g}) — "
+                       "z = μ + σ·ε adds nothing else to μ")
+
+
+def _noise_scale(fn, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+    """z − μ must be σ·ε exactly, not c·σ·ε with c near 1 (within the ±2.5 % the spread test
+    allows). Run ``fn`` with torch's generator seeded: ``torch.randn_like(mu)`` (or
+    ``randn_like(σ)``, or ``randn(mu.shape)``) then draws a known ε, and (z − μ)/σ must equal
+    it. A function that draws its noise another way is left to the statistical tests."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
+        torch.manual_seed(11)
+        eps = torch.randn(mu.shape).double()
+    e = (z.detach().double() - mu.double()) / torch.exp(0.5 * logvar.double())
+    if torch.corrcoef(torch.stack([e.reshape(-1), eps.reshape(-1)]))[0, 1] < 0.999:
+        return  # not torch's default draw: nothing exact to compare with
+    c = float((e * eps).sum() / eps.square().sum())
+    if abs(c - 1) > 1e-3:
+        raise _Problem(f"z − μ is {c:.3g}·σ·ε, not σ·ε — nothing else scales the noise: "
+                       "z = μ + σ·ε with σ = exp(½·logvar)")
 
 
 def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> None:
@@ -815,6 +873,10 @@ def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     if any((d[w == 0].abs() > 1e-6).any() for d in got):
         raise _Problem(f"gradients reach the wrong rows: one row of z moves other rows' μ or "
                        f"logvar — each row's z must use its own μ and σ only {OWN_ROW}")
+    for d, name in zip(got, ("μ", "logvar"), strict=True):
+        if d.abs().max() <= 1e-6 and any(o.abs().max() > 1e-6 for o in got):
+            raise _Problem(f"no gradient reaches {name} (the other input gets its gradient) — "
+                           f"build z from {name} itself, with no .detach() or .data on it")
     if any(d.abs().max() > 1e-6 for d in got):  # gradients arrive, with the wrong values
         raise _Problem("gradients reach μ and logvar, but with the wrong values: ∂z/∂μ must be "
                        "1 and ∂z/∂logvar ½·σ·ε — is σ built from logvar exactly, with nothing "
@@ -1060,6 +1122,7 @@ class Checks:
                            "normal: torch.randn_like")
         _own_mu(dev, mu0.double())
         if (shift.abs() > 0.05).any():
+            _name_offset(dev, sigma.double())
             raise _Problem("z is not centred on μ — ε must have mean 0 (a standard normal)")
         _check_spread(dev, sigma, logvar0)
         if not _normal_tails(e):
@@ -1070,6 +1133,7 @@ class Checks:
             raise _Problem("the latent dimensions share one ε — ε needs the shape of μ "
                            "(one draw per dimension)")
         _independent_rows(e)
+        _noise_scale(fn, mu0, logvar0)
         _reparam_gradient(z, mu, logvar)
         _reparam_other_sizes(fn)
         return "z = μ + σ·ε with fresh standard-normal ε, σ = exp(½·logvar), gradients flow"
@@ -1380,10 +1444,20 @@ def _shapes(out, layer: str, where: str = "") -> list[tuple]:
         raise _Problem(f"{where}return a list with one shape per {layer} layer; got "
                        f"{_describe(out)}" + (" — did you forget `return`?" if out is None else ""))
     shapes = []
-    for s in out:
+    for i, s in enumerate(out, 1):
         if isinstance(s, (torch.Tensor, np.ndarray)) and s.ndim != 1:
             kind = "tensors" if isinstance(s, torch.Tensor) else "arrays"
             raise _Problem(f"{where}return the shapes (tuple(t.shape)), not the {kind}")
+        if isinstance(s, SHAPE_TYPES) and len(s) == 4 and not all(map(_whole, s)):
+            try:
+                broken = [float(d) for d in s if not _whole(d)]
+            except (TypeError, ValueError):
+                broken = []
+            broken = [b for b in broken if math.isfinite(b) and b % 1]
+            if broken and "transposed" not in layer:
+                raise _Problem(f"{where}{layer} layer {i}: a size of {broken[0]:g} is not a whole "
+                               "number — a window fits a whole number of times, so the formula "
+                               "rounds down: ⌊(in − kernel) / stride⌋ + 1 (// in Python)")
         if not isinstance(s, SHAPE_TYPES) or not all(map(_whole, s)):
             raise _Problem(f"{where}each entry should be a shape of whole numbers like "
                            f"(1, C, H, W); got {s!r}")

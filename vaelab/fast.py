@@ -19,6 +19,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from . import losses
+
 
 class ShiftedPatchSum(torch.autograd.Function):
     """A transposed convolution (stride s, kernel k a multiple of s, no padding) on the CPU, in
@@ -113,6 +115,39 @@ def speed_up(model: nn.Module) -> nn.Module:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, FastConvTranspose2d.like(layer))
     return model
+
+
+class BernoulliNLL(torch.autograd.Function):
+    """``losses.bernoulli_nll_per_image`` (binary cross-entropy on logits, summed per image),
+    about twice as fast forward and backward together on the CPU.
+
+    −log p(x | l) = softplus(l) − x·l, and softplus(l) = max(l, 0) + log(1 + e^(−|l|)): e^(−|l|)
+    never overflows. torch's own kernel computes the last term with ``log1p``, which runs about
+    7 times slower than ``log`` here; ``log(1 + t)`` differs from it by under 1e-7 per pixel
+    (t ≤ 1). The gradient is σ(l) − x, written out rather than traced through five operations.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, x):
+        soft = torch.exp(-logits.abs()).add_(1).log_()  # log(1 + e^(−|l|))
+        per_pixel = logits.clamp_min(0).sub_(x * logits).add_(soft)
+        ctx.save_for_backward(logits, x)
+        return per_pixel.flatten(1).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, x = ctx.saved_tensors
+        per_image = grad.view(-1, *([1] * (logits.dim() - 1)))
+        return torch.sigmoid(logits).sub_(x).mul_(per_image), None
+
+
+def bernoulli_nll_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``losses.bernoulli_nll_per_image(logits, x)`` for float32 CPU tensors of one shape
+    ``(N, ...)`` through ``BernoulliNLL``; anything else through the textbook function."""
+    if (logits.device.type == "cpu" and logits.dtype == x.dtype == torch.float32
+            and logits.shape == x.shape and logits.dim() >= 2 and not x.requires_grad):
+        return BernoulliNLL.apply(logits, x)
+    return losses.bernoulli_nll_per_image(logits, x)
 
 
 @functools.cache

@@ -763,7 +763,7 @@ def plot_mig(result, title: str | None = None) -> Figure:
     stats = t.groupby("beta")["mig"].agg(["mean", "std"]).fillna(0.0)
     ax.errorbar([pos[b] for b in stats.index], stats["mean"], yerr=stats["std"], fmt="o-",
                 color="black", capsize=4, lw=1, ms=5, label="mean ± std over seeds", zorder=3)
-    ax.scatter([], [], s=20, color=colours[betas[-1]], label="one seed")
+    ax.scatter([], [], s=20, color="0.5", label="one seed (colour: its β)")
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
     ax.set_xlabel("β")
     ax.set_ylabel("MIG (mean gap over the factors, 0 to 1)")
