@@ -208,6 +208,31 @@ def test_tuner_spends_a_small_share_of_the_time_trying(threads_back):
     assert train_for(tuner, tuner.clock, {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.5}.get, 40)[-1] == 3
 
 
+def test_tuner_tries_ever_less_often_on_a_quiet_machine(threads_back):
+    """Failed tries in a row double the wait (up to 60 s): over 10 minutes of quiet, steps of
+    20 ms, the slower single thread runs under 0.5 % of the time (a wait fixed at its first
+    length, 2.6 s here, would give about 5 %)."""
+    clock = Clock()
+    tuner = fast.ThreadTuner(2, clock=clock)
+    seconds_at = {1: 0.032, 2: 0.020}.get
+    used = train_for(tuner, clock, seconds_at, 30_000)  # 10 minutes
+    tried = sum(seconds_at(t) for t in used if t == 1)
+    assert used[-1] == 2 and tried < 0.005 * clock.now
+    starts = [i for i in range(1, len(used)) if used[i] == 1 and used[i - 1] == 2]
+    gaps = [(b - a) * 0.02 for a, b in zip(starts, starts[1:], strict=False)]  # seconds, about
+    assert gaps[:4] == sorted(gaps[:4]) and max(gaps) <= 61
+
+
+def test_tuner_tries_at_once_when_a_quiet_machine_gets_busy(threads_back):
+    """After long quiet the next try is up to 60 s away, but a pace that falls by half at the
+    current count starts one at once: one thread is kept within a few steps."""
+    clock = Clock()
+    tuner = fast.ThreadTuner(2, clock=clock)
+    train_for(tuner, clock, {1: 0.032, 2: 0.020}.get, 15_000)  # 5 quiet minutes
+    busy = train_for(tuner, clock, {1: 0.032, 2: 0.12}.get, 100)  # a competitor arrives
+    assert busy.index(1) <= 6 and busy[-1] == 1
+
+
 def test_tuned_threads_restores_the_count_and_never_uses_more_threads_than_cores(
         threads_back, monkeypatch):
     params = [nn.Parameter(torch.zeros(3))]

@@ -236,13 +236,18 @@ def test_train_many_says_what_may_differ_between_runs(shapes, tmp_path):
 
     with pytest.raises(TypeError, match="runs must be a non-empty list of dicts"):
         train_many([], make, shapes, epochs=1, folder=tmp_path)
-    with pytest.raises(TypeError, match=r"only beta, seed, anchor_rate may differ.*\['lr'\]"):
+    with pytest.raises(TypeError, match=r"only beta, seed, anchor_rate, kl_warmup_epochs, "
+                       r"free_bits may differ.*\['lr'\]"):
         train_many([dict(name="a", lr=0.1)], make, shapes, epochs=1, folder=tmp_path)
-    with pytest.raises(TypeError, match=r"\['seed'\] set for every run"):
-        train_many([dict(name="a")], make, shapes, epochs=1, seed=3, folder=tmp_path)
+    with pytest.raises(TypeError, match=r"\['seed'\] set both for every run and per run"):
+        train_many([dict(name="a", seed=1)], make, shapes, epochs=1, seed=3, folder=tmp_path)
 
 
-def test_a_sweep_the_batched_pass_cannot_train_goes_one_model_at_a_time(shapes, tmp_path, capsys):
+def test_a_sweep_the_batched_pass_cannot_train_goes_one_model_at_a_time(shapes, tmp_path, capsys,
+                                                                       monkeypatch):
+    from vaelab import batched
+
+    monkeypatch.setattr(batched, "supports", lambda model, settings: False)  # e.g. a GPU
     beta_sweep(shapes, [1, 2], [0], make, epochs=1, name="w", folder=tmp_path, batch_size=64,
                kl_warmup_epochs=1)
     out = capsys.readouterr().out
@@ -258,3 +263,43 @@ def test_fit_many_names_the_model_whose_loss_is_not_finite(shapes):
                        match=r"model [01] \(β=1, seed=[45]\) reached a loss of"):
         batched.fit_many(models, shapes.images[:128], [1.0, 1.0], [4, 5], epochs=1,
                          batch_size=64, lr=1e9, progress=False)
+
+
+def test_fit_many_trains_kl_warmup_and_free_bits_as_fit_does(shapes):
+    """Notebook 03's remedies, per model: KL warm-up over W epochs and free bits λ (a model
+    with neither beside them), each as one ``fit``."""
+    from vaelab import batched, fit
+
+    x = shapes.images[:300]
+    betas, seeds, warmups, floors = [8.0, 8.0, 1.0], [0, 1, 2], [2, 0, 0], [0.0, 0.5, 0.0]
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(make())
+    singles = [VAE(**m.config) for m in models]
+    for single, model in zip(singles, models, strict=True):
+        single.load_state_dict(model.state_dict())
+    histories = batched.fit_many(models, x, betas, seeds, epochs=3, batch_size=64,
+                                 kl_warmup_epochs=warmups, free_bits=floors, progress=False)
+    for single, model, beta, seed, warmup, floor, history in zip(
+            singles, models, betas, seeds, warmups, floors, histories, strict=True):
+        expected = fit(single, x, epochs=3, batch_size=64, beta=beta, seed=seed,
+                       kl_warmup_epochs=warmup, free_bits=floor, progress=False)
+        assert torch.allclose(weights(model), weights(single), atol=1e-4, rtol=1e-3)
+        for got, want in zip(history.train, expected.train, strict=True):
+            assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_train_many_takes_warmup_and_free_bits_per_run_and_shares_the_cache(shapes, tmp_path):
+    from vaelab import train_or_load
+    from vaelab.sweep import train_many
+
+    x = shapes.images[:256]
+    runs = [{"name": "warm", "beta": 4.0, "kl_warmup_epochs": 2},
+            {"name": "floor", "beta": 4.0, "free_bits": 0.25}]
+    trained = train_many(runs, make, x, folder=tmp_path, epochs=2, batch_size=64,
+                         verbose=False)
+    assert [h.loaded for _, h in trained] == [False, False]
+    model, history = train_or_load("floor", make, x, folder=tmp_path, epochs=2, batch_size=64,
+                                   beta=4.0, free_bits=0.25)
+    assert history.loaded and torch.equal(weights(model), weights(trained[1][0]))

@@ -33,10 +33,9 @@ from .train import TERMS, History, NonFiniteLossError, loss_function, mean_terms
 
 def supports(model: nn.Module, fit_kwargs: dict) -> bool:
     """True when ``fit_many`` can train copies of ``model`` with these ``fit`` settings: a
-    plain ``VAE`` on the CPU, without KL warm-up or free bits (the anchor loss is fine)."""
-    plain = all(not fit_kwargs.get(k) for k in ("kl_warmup_epochs", "free_bits"))
+    plain ``VAE`` on the CPU (the anchor loss, KL warm-up and free bits are fine)."""
     device = fit_kwargs.get("device")
-    return type(model) is VAE and plain and (device is None or torch.device(device).type == "cpu")
+    return type(model) is VAE and (device is None or torch.device(device).type == "cpu")
 
 
 def stack(models: list[nn.Module]) -> dict[str, torch.Tensor]:
@@ -91,29 +90,35 @@ def forward(vae: VAE, params: dict, x: torch.Tensor, eps: torch.Tensor):
 
 
 def loss_terms(logits, x, mu, logvar, betas: torch.Tensor, likelihood: str,
-               prior_mean: torch.Tensor | None = None) -> torch.Tensor:
+               prior_mean: torch.Tensor | None = None,
+               free_bits: torch.Tensor | None = None) -> torch.Tensor:
     """``vae_loss``'s ``(total, reconstruction, kl)`` of each model, nats per image (batch
     means): ``(3, M)``. ``betas``: ``(M,)``; ``prior_mean``: ``(M, B)`` each image's prior mean
-    in every coordinate (the anchor loss), or None for N(0, I)."""
-    m, b = mu.shape[:2]
+    in every coordinate (the anchor loss), or None for N(0, I); ``free_bits``: ``(M,)`` each
+    model's λ (``total`` charges each latent at least λ nats, as ``vae_loss`` does), or None."""
+    m, b, latents = mu.shape
     if likelihood == "bernoulli":  # the textbook loss, with a faster kernel (vaelab.fast)
         rec = fast.bernoulli_nll_per_image(logits.flatten(0, 1), x.flatten(0, 1))
     else:
         rec = reconstruction_per_image(logits.flatten(0, 1), x.flatten(0, 1), likelihood)
     if prior_mean is not None:
         mu = mu - prior_mean.unsqueeze(2)  # KL to N(m, I) is the standard KL at μ − m
-    kl = kl_divergence(mu.flatten(0, 1), logvar.flatten(0, 1))
-    rec, kl = rec.view(m, b).mean(1), kl.view(m, b).mean(1)
-    return torch.stack([rec + betas * kl, rec, kl])
+    kl_per_unit = kl_divergence(mu.flatten(0, 1), logvar.flatten(0, 1), per_dim=True)
+    kl_per_unit = kl_per_unit.view(m, b, latents).mean(1)                      # (M, L)
+    rec, kl = rec.view(m, b).mean(1), kl_per_unit.sum(1)
+    charged = kl if free_bits is None else torch.maximum(kl_per_unit, free_bits[:, None]).sum(1)
+    return torch.stack([rec + betas * charged, rec, kl])
 
 
 def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
              batch_size: int = 128, lr: float = 1e-3, likelihood: str = "bernoulli",
-             anchor_rates=None, test_data: torch.Tensor | None = None, progress: bool = True,
+             anchor_rates=None, kl_warmup_epochs=None, free_bits=None,
+             test_data: torch.Tensor | None = None, progress: bool = True,
              label: str = "models") -> list[History]:
-    """Train ``models[m]`` with β ``betas[m]``, seed ``seeds[m]`` and anchor rate
-    ``anchor_rates[m]`` (default: none) as ``vaelab.fit`` would, all M in one batched pass;
-    return one ``History`` per model.
+    """Train ``models[m]`` with β ``betas[m]``, seed ``seeds[m]``, anchor rate
+    ``anchor_rates[m]``, KL warm-up ``kl_warmup_epochs[m]`` and free bits ``free_bits[m]``
+    (each list defaults to none for every model) as ``vaelab.fit`` would, all M in one batched
+    pass; return one ``History`` per model.
 
     ``models``: VAEs of one configuration, each freshly built after
     ``torch.manual_seed(seeds[m])`` (as ``train_or_load`` builds them). ``x``: checked training
@@ -127,6 +132,9 @@ def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
     optimizer = fast.adam(list(params.values()), lr, torch.device("cpu"))
     betas_t = torch.tensor([float(b) for b in betas])
     rates = [0.0] * len(models) if anchor_rates is None else [float(a) for a in anchor_rates]
+    warmups = [0] * len(models) if kl_warmup_epochs is None else [int(w) for w in kl_warmup_epochs]
+    floors = None if free_bits is None or not any(free_bits) else torch.tensor(
+        [float(f) for f in free_bits])
     # The anchor loss's prior mean a_m · d(x) (vaelab.anchor): d of every training image, once.
     anchors = (torch.tensor(rates), donutness(x)) if any(rates) else None
     orders = [torch.Generator().manual_seed(s) for s in seeds]  # batch orders, as fit's
@@ -138,8 +146,9 @@ def fit_many(models: list[VAE], x: torch.Tensor, betas, seeds, *, epochs: int,
         with fast.tuned_threads(optimizer, torch.device("cpu")):  # fit's thread tuner
             for epoch in range(1, epochs + 1):  # noqa: B007 - named in the error below
                 start = time.perf_counter()
-                sums = train_epoch(models[0], params, optimizer, x, betas_t, likelihood,
-                                   anchors, batch_size, orders, noises, bar)
+                warm = torch.tensor([min(1.0, (epoch - 1) / w) if w else 1.0 for w in warmups])
+                sums = train_epoch(models[0], params, optimizer, x, betas_t * warm, likelihood,
+                                   anchors, floors, batch_size, orders, noises, bar)
                 share = (time.perf_counter() - start) / len(models)
                 record(histories, models, params, sums / len(x), test_data, likelihood,
                        betas, rates, seeds, share)
@@ -164,10 +173,11 @@ class NonFiniteBatches(Exception):
         self.model, self.loss = model, loss
 
 
-def train_epoch(vae, params, optimizer, x, betas, likelihood, anchors, batch_size, orders,
-                noises, bar) -> torch.Tensor:
+def train_epoch(vae, params, optimizer, x, betas, likelihood, anchors, free_bits, batch_size,
+                orders, noises, bar) -> torch.Tensor:
     """One epoch of all M models: returns the summed loss terms ``(3, M)`` (float64, nats).
-    ``anchors``: ``(rates (M,), donutness of every training image (N,))`` or None."""
+    ``betas``: this epoch's β of each model (after warm-up); ``anchors``: ``(rates (M,),
+    donutness of every training image (N,))`` or None; ``free_bits``: ``(M,)`` or None."""
     sums = torch.zeros(3, len(orders), dtype=torch.float64)
     for idx in zip(*(batches(len(x), batch_size, g) for g in orders), strict=True):
         idx = torch.stack(idx)                                          # (M, B)
@@ -176,7 +186,7 @@ def train_epoch(vae, params, optimizer, x, betas, likelihood, anchors, batch_siz
                            for g in noises])                            # (M, B, L)
         logits, mu, logvar = forward(vae, params, xb, eps)
         prior_mean = None if anchors is None else anchors[0].unsqueeze(1) * anchors[1][idx]
-        terms = loss_terms(logits, xb, mu, logvar, betas, likelihood, prior_mean)
+        terms = loss_terms(logits, xb, mu, logvar, betas, likelihood, prior_mean, free_bits)
         values = terms.detach()
         bad = (~torch.isfinite(values[0])).nonzero()
         if len(bad):

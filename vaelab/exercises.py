@@ -80,7 +80,9 @@ TIME_LIMIT_S = 20.0
 # vaelab's own answers: every function of these modules (this one included: the checkers'
 # reference computations), and the reparameterisation ...
 ANSWER_FILES = frozenset({*(m.__file__ for m in (losses, anchor, metrics)), __file__})
-ANSWER_CODES = frozenset({models.reparameterize.__code__})
+ANSWER_CODES = frozenset({models.reparameterize.__code__,  # ... and fast's Bernoulli NLL
+                          fast.bernoulli_nll_per_image.__code__,
+                          fast.BernoulliNLL.forward.__code__, fast.BernoulliNLL.backward.__code__})
 # ... but not the maps that define donutness: they are given (the notebook's solution uses them)
 GIVEN_CODES = frozenset({anchor.donut_map.__code__, anchor.stick_map.__code__})
 
@@ -592,13 +594,13 @@ def _one_image(fn, loss: bool = False) -> None:
 
 
 def _donut_edge_cases(fn) -> None:
-    """Each image is scored on its own ink: faint copies (ink × 0.001 and × 1e-5, the faintest
-    with total ink 0.004, so only an eps far below that passes) score as the images do, a
-    blank image beside inked ones still scores 0 while they keep their scores, and a batch
-    of one image works."""
+    """Each image is scored on its own ink: faint copies (ink × 0.001 and × 1e-6, the faintest
+    with total ink under 0.001, so only an eps far below that passes, and no floor) score as the
+    images do, a blank image beside inked ones still scores 0 while they keep their scores, and
+    a batch of one image works."""
     donut, stick = anchor.donut_map()[None], anchor.stick_map()[None]
-    x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, stick, 1e-5 * donut,
-                     1e-5 * stick])
+    x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, stick, 1e-6 * donut,
+                     1e-6 * stick])
     out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
     out, want = out.detach().reshape(-1).double(), anchor.donutness(x).double()
     if out.shape != want.shape:
@@ -607,8 +609,8 @@ def _donut_edge_cases(fn) -> None:
     if not _close(out[full], want[full], atol=1e-3):
         raise _Problem("with a blank image in the batch the scores change — score each image "
                        "on its own ink: the blank one 0, the others as without it")
-    for i, (scale, name) in {2: ("0.001", "donut"), 4: ("1e-5", "donut"),
-                             5: ("1e-5", "stick")}.items():
+    for i, (scale, name) in {2: ("0.001", "donut"), 4: ("1e-6", "donut"),
+                             5: ("1e-6", "stick")}.items():
         if abs(out[i] - want[i]) > 1e-3:
             raise _Problem(f"a faint copy of the {name} map (ink × {scale}) scores "
                            f"{out[i]:.3f}, not {want[i]:.3f} like the map itself — divide by "
@@ -619,6 +621,23 @@ def _donut_edge_cases(fn) -> None:
             float(one.detach().reshape(-1)[0]) - float(want[1])) > 1e-3:  # (1,), or (1, 1)
         raise _Problem("a batch of one image (N = 1) must give one score of shape (1,) — "
                        "don't squeeze the batch axis away")
+
+
+def _vae_loss_no_floor(fn) -> None:
+    """A latent at the prior for every image (μ = 0, logvar = 0: KL 0) must cost nothing: a
+    floor λ under each latent's KL (free bits, notebook 03) adds β·λ per such latent."""
+    logits, x = _image_inputs()
+    mu, logvar = _gaussian_inputs()
+    mu, logvar = mu.clone(), logvar.clone()
+    mu[:, 0], logvar[:, 0] = 0.0, 0.0  # latent 1 sits at the prior for every image
+    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
+                        mu.clone(), logvar.clone(), 2.0), "the loss")
+    ref = losses.vae_loss(logits, x, mu, logvar, beta=2.0).total
+    if out.numel() == 1 and not _close(out.detach().reshape(()), ref, rtol=1e-5, atol=1e-3):
+        extra = float(out.detach().reshape(())) - float(ref)
+        raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss is "
+                       f"{extra:+.3g} nats off — a floor under each latent's KL (free bits) is "
+                       "not the β-VAE loss: charge each latent its own KL")
 
 
 def _vae_loss_other_sizes(fn) -> None:
@@ -821,14 +840,20 @@ def _check_spread(dev: torch.Tensor, sigma: torch.Tensor, logvar: torch.Tensor) 
                        f"must use row i of logvar {OWN_ROW}")
     if not (((dev / sigma).std(0) - 1).abs() <= 0.025).all():
         scale = float((dev / sigma).std(0).mean())
-        raise _Problem(f"z has the wrong spread — z − μ is about {scale:.2g}·σ·ε, and its "
+        raise _Problem(f"z has the wrong spread — z − μ is about {scale:.3g}·σ·ε, and its "
                        "standard deviation per dimension must be σ, where logvar = log σ²")
 
 
 def _name_offset(dev: torch.Tensor, sigma: torch.Tensor) -> None:
-    """Name a constant added to z: z = μ + c + σ·ε has z − μ − c, divided by σ, centred on 0
+    """Name σ added to the noise instead of multiplied (z = μ + ε + σ), or a constant added to
+    z: z = μ + c + σ·ε has z − μ − c, divided by σ, centred on 0
     in every dimension, with c the mean of z − μ weighted by 1/σ² (the least-squares estimate
     of a constant under noise σ·ε; a mean-0 ε gives c = 0 ± 0.01 here)."""
+    added = dev - sigma  # z = μ + ε + σ: standard normal once σ is taken off
+    if ((added.mean(0) / added.std(0)).abs() < 0.05).all() and (
+            (added.std(0) - 1).abs() < 0.05).all():
+        raise _Problem("σ is added to the noise, not multiplied with it — the noise must scale "
+                       "with σ")
     w = sigma.square().reciprocal()
     c = (dev * w).sum(0) / w.sum(0)
     e = (dev - c) / sigma
@@ -838,22 +863,37 @@ def _name_offset(dev: torch.Tensor, sigma: torch.Tensor) -> None:
 
 
 def _noise_scale(fn, mu: torch.Tensor, logvar: torch.Tensor) -> None:
-    """z − μ must be σ·ε exactly, not c·σ·ε with c near 1 (within the ±2.5 % the spread test
-    allows). Run ``fn`` with torch's generator seeded: ``torch.randn_like(mu)`` (or
-    ``randn_like(σ)``, or ``randn(mu.shape)``) then draws a known ε, and (z − μ)/σ must equal
-    it. A function that draws its noise another way is left to the statistical tests."""
+    """z − μ must be σ·ε exactly: not c·σ·ε with c near 1 (within the ±2.5 % the spread test
+    allows), not σ·ε plus a small constant, not ε + σ. Run ``fn`` with torch's generator
+    seeded: ``torch.randn_like(mu)`` (or ``randn_like(σ)``, or ``randn(mu.shape)``) then draws
+    a known ε to compare with. A function that draws its noise another way is left to the
+    statistical tests."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(11)
         z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
         torch.manual_seed(11)
         eps = torch.randn(mu.shape).double()
-    e = (z.detach().double() - mu.double()) / torch.exp(0.5 * logvar.double())
+    sigma = torch.exp(0.5 * logvar.double())
+    dev = z.detach().double() - mu.double()
+    rest = dev - sigma * eps  # 0 (float rounding) when z = μ + σ·ε with this ε
+    if rest.abs().max() < 1e-4 * (1 + dev.abs().max()):
+        return
+    if (rest - rest.mean()).abs().max() < 1e-4 * (1 + dev.abs().max()):
+        raise _Problem(f"z is centred on μ plus a constant ({float(rest.mean()):.3g}) — nothing "
+                       "is added to μ besides the noise")
+    if (dev - eps - sigma).abs().max() < 1e-4 * (1 + dev.abs().max()):
+        raise _Problem("σ is added to the noise, not multiplied with it — the noise must scale "
+                       "with σ")
+    e = dev / sigma
     if torch.corrcoef(torch.stack([e.reshape(-1), eps.reshape(-1)]))[0, 1] < 0.999:
         return  # not torch's default draw: nothing exact to compare with
     c = float((e * eps).sum() / eps.square().sum())
-    if abs(c - 1) > 1e-3:
-        raise _Problem(f"z − μ is {c:.3g}·σ·ε, not σ·ε — nothing else scales the noise: "
-                       "z = μ + σ·ε with σ = exp(½·logvar)")
+    if abs(c - 1) < 5e-3:
+        raise _Problem(f"z − μ differs slightly from σ·ε (by up to {float(rest.abs().max()):.2g}) "
+                       "— nothing may be added to σ or to the noise: check how σ is built from "
+                       "logvar")
+    raise _Problem(f"z − μ is {c:.3g}·σ·ε, not σ·ε — nothing else scales the noise: check how "
+                   "σ is built from logvar")
 
 
 def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> None:
@@ -1038,14 +1078,18 @@ def _mig_of(out, per_factor: np.ndarray) -> float:
 def _call_mig(fn, mi: np.ndarray, entropy: np.ndarray) -> float:
     """The student's MIG of ``mi`` and ``entropy`` (copies), errors named for this exercise."""
     ranked = np.sort(mi, axis=0)[::-1]
+    given_mi, given_entropy = mi.copy(), entropy.copy()
     try:
-        out = _call(fn, "fn(mi, entropy)", mi.copy(), entropy.copy())
+        out = _call(fn, "fn(mi, entropy)", given_mi, given_entropy)
     except _Problem as p:
         if "broadcast" in str(p.__cause__):
             raise _Problem(f"shapes don't line up: mi is (latents, factors) = {mi.shape}, "
                            f"entropy {entropy.shape} — rank the latents of each factor, i.e. "
                            "sort each column (axis=0)") from p
         raise
+    if not (np.array_equal(given_mi, mi) and np.array_equal(given_entropy, entropy)):
+        raise _Problem("your function changes the arrays it is given (mi.sort() sorts in place) "
+                       "— the caller still needs them: np.sort(mi, axis=0) returns a sorted copy")
     return _mig_of(out, (ranked[0] - ranked[1]) / entropy)
 
 
@@ -1243,6 +1287,7 @@ class Checks:
                            "mean of reconstruction + β·KL; check the terms with "
                            "check.bernoulli_reconstruction and check.gaussian_kl")
         _vae_loss_beta_zero(fn)
+        _vae_loss_no_floor(fn)
         _vae_loss_other_sizes(fn)
         _vae_loss_wide_latents(fn)
         _one_image(fn, loss=True)
@@ -1498,6 +1543,9 @@ def _compare_shapes(out, expected: list[tuple], start: tuple, layer: str, formul
             continue
         if len(got) != len(want):
             raise _Problem(f"{where}{layer} layer {i}: give 4 numbers, (N, C, H, W); got {got}")
+        if got[0] != want[0]:
+            raise _Problem(f"{where}{layer} layer {i}: the batch size N is {want[0]} for one "
+                           f"image; got {got[0]} (height and width aside)")
         if got[1] != want[1]:
             raise _Problem(f"{where}{layer} layer {i} has the wrong number of channels — it is "
                            f"the layer's out_channels ({shown} shows them)")

@@ -207,8 +207,13 @@ class ThreadTuner:
     seconds, in the other direction after a failed try (on 2 cores: 2 → 1, then 1 → 2 while the
     competitor runs), so it follows a machine that gets busy or quiet again. A try at half the
     pace or worse ends after two steps, and the next try waits at least ``1 / share`` times as
-    long as the last one took, so trying costs at most about ``share`` of the training time. It
-    uses 1 to ``most`` threads.
+    long as the last one took, so trying costs at most about ``share`` of the training time.
+    At the full count, each failed try in a row doubles the wait (up to ``longest`` seconds): on
+    a quiet machine trying soon costs almost nothing. (With fewer threads it keeps trying at the
+    first rate: staying there when the machine is quiet again would cost the most.) What brings
+    the next try forward is the machine changing: when a stretch of steps at the current count
+    takes more than ``1 + alarm`` times the best pace seen at it (a program started), the tuner
+    tries at once. It uses 1 to ``most`` threads.
 
     The thread count changes only the order of float additions (the results stay within
     rounding), never the batches or the random draws. (Letting waiting threads sleep at once,
@@ -217,9 +222,13 @@ class ThreadTuner:
     """
 
     def __init__(self, most: int, *, steps: int = 3, seconds: float = 0.1, every: float = 2.0,
-                 gain: float = 0.05, share: float = 0.05, clock=time.perf_counter):
+                 gain: float = 0.05, share: float = 0.05, longest: float = 60.0,
+                 alarm: float = 0.5, clock=time.perf_counter):
         self.most, self.steps, self.seconds = most, steps, seconds
         self.every, self.gain, self.share, self.clock = every, gain, share, clock
+        self.longest, self.alarm = longest, alarm
+        self.failures = 0  # failed tries in a row: each doubles the wait for the next
+        self.best: float | None = None  # the best pace at the current count since it was set
         self.recent: list[float] = []  # the latest steps at the current count (`seconds` of them)
         self.trial: list[float] | None = None  # the steps at the count on trial
         self.before = self.threads = most  # before: the count to go back to after a failed try
@@ -263,7 +272,14 @@ class ThreadTuner:
         self.recent.append(seconds)
         while len(self.recent) > self.steps and sum(self.recent[1:]) >= self.seconds:
             del self.recent[0]
-        if self.enough(self.recent) and self.clock() >= self.next_trial:
+        if not self.enough(self.recent):
+            return
+        pace = self.pace(self.recent)
+        slowed = self.best is not None and pace > (1 + self.alarm) * self.best
+        self.best = pace if self.best is None else min(self.best, pace)
+        if slowed or self.clock() >= self.next_trial:
+            if slowed:
+                self.failures = 0  # the machine changed: back to trying often
             self.start_trial()
 
     def start_trial(self) -> None:
@@ -280,12 +296,17 @@ class ThreadTuner:
     def end_trial(self, faster: bool) -> None:
         if faster:
             self.recent = self.trial  # and the next try goes the same way
+            self.best, self.failures = self.pace(self.trial), 0
         else:
             self.use(self.before)
             self.direction = -self.direction
+            self.best, self.failures = self.baseline, self.failures + 1  # the pace here now
         self.trial = None
         now = self.clock()
-        self.next_trial = now + max(self.every, (now - self.started) / self.share)
+        wait = max(self.every, (now - self.started) / self.share)
+        if self.threads == self.most:  # (below it, staying wrong costs the most: no backoff)
+            wait = min(wait * 2 ** max(self.failures - 1, 0), max(self.longest, wait))
+        self.next_trial = now + wait
 
 
 tune_threads = True  # False: fit keeps torch's thread count (see ``tuned_threads``)

@@ -203,7 +203,8 @@ def _model_name(name: str, beta: float, seed: int) -> str:
     return f"{name}-beta{beta:g}-seed{seed}"
 
 
-PER_RUN = ("beta", "seed", "anchor_rate")  # what may differ between the runs of train_many
+# what may differ between the runs of train_many
+PER_RUN = ("beta", "seed", "anchor_rate", "kl_warmup_epochs", "free_bits")
 
 
 def train_many(runs: list[dict], make_model, train_data, *, retrain: bool = False,
@@ -212,8 +213,9 @@ def train_many(runs: list[dict], make_model, train_data, *, retrain: bool = Fals
     """``train_or_load`` for several runs of one model and one set of ``fit`` settings:
     ``[(model, history)]`` in the order of ``runs``.
 
-    Each run is a dict with the cache ``name`` and any of ``beta``, ``seed`` and
-    ``anchor_rate`` (what may differ between runs); ``fit_kwargs`` are the settings they share.
+    Each run is a dict with the cache ``name`` and any of ``beta``, ``seed``, ``anchor_rate``,
+    ``kl_warmup_epochs`` and ``free_bits`` (what may differ between runs); ``fit_kwargs`` are the
+    settings they share (one of these may be shared instead, not both).
     A model is cached exactly as ``train_or_load(name, make_model, train_data, beta=...,
     seed=..., **fit_kwargs)`` caches it, so the two find each other's models. The runs not
     cached yet (all of them with ``retrain``) are trained together in one batched pass
@@ -225,13 +227,13 @@ def train_many(runs: list[dict], make_model, train_data, *, retrain: bool = Fals
     if not isinstance(runs, (list, tuple)) or not runs or not all(
             isinstance(r, dict) and "name" in r for r in runs):
         raise TypeError("runs must be a non-empty list of dicts, each with a cache 'name' (and "
-                        "any of 'beta', 'seed', 'anchor_rate'); got " + describe(runs))
+                        "any of " + ", ".join(map(repr, PER_RUN)) + "); got " + describe(runs))
     odd = sorted({k for r in runs for k in r} - {"name", *PER_RUN})
-    clash = sorted(set(fit_kwargs) & {"name", *PER_RUN})
+    clash = sorted(set(fit_kwargs) & ({"name"} | {k for r in runs for k in r}))
     if odd or clash:
-        raise TypeError(f"train_many: only {', '.join(PER_RUN)} may differ between runs; "
-                        f"{'runs hold ' + str(odd) if odd else str(clash) + ' set for every run'}"
-                        " — pass shared settings as keyword arguments, and per-run ones in runs")
+        what = f"runs hold {odd}" if odd else f"{clash} set both for every run and per run"
+        raise TypeError(f"train_many: only {', '.join(PER_RUN)} may differ between runs; {what} "
+                        "— pass shared settings as keyword arguments, and per-run ones in runs")
     together = _train_together(runs, make_model, train_data, retrain, folder, verbose, label,
                                fit_kwargs)
     out = []
@@ -276,7 +278,9 @@ def _train_together(runs, make_model, train_data, retrain, folder, verbose, labe
     histories = batched.fit_many(
         models, first.x, [p.beta for p in plans], [p.seed for p in plans], epochs=first.epochs,
         batch_size=first.batch_size, lr=first.lr, likelihood=first.likelihood,
-        anchor_rates=[p.anchor_rate for p in plans], test_data=first.test_x,
+        anchor_rates=[p.anchor_rate for p in plans],
+        kl_warmup_epochs=[p.kl_warmup_epochs for p in plans],
+        free_bits=[p.free_bits for p in plans], test_data=first.test_x,
         progress=verbose and fit_kwargs.get("progress", True), label=label)
     for i, model, history in zip(missing, models, histories, strict=True):
         store(model, history, entries[i])
