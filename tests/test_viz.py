@@ -183,7 +183,8 @@ def test_latent_grid_other_dims_and_base():
     # Row 0 is z₁ = +1, column 0 is z₃ = -1; z₂ stays at the base value.
     np.testing.assert_allclose(cell(only_image(fig), 0, 0), decoded(model, [1.0, -1.0, -1.0]),
                                atol=1e-5)
-    assert len(viz.latent_grid(model, n=15).axes[0].get_xticklabels()) == 8  # thinned
+    labels = [t.get_text() for t in viz.latent_grid(model, n=15).axes[0].get_xticklabels()]
+    assert len(labels) == 7 and labels[3] == "0.0"  # thinned, the middle value (0) labelled
 
 
 def test_latent_grid_errors():
@@ -441,7 +442,9 @@ def test_plot_rate_distortion_puts_each_model_at_its_rate_and_distortion():
                                                    (22.0, 98.0)]
     assert tick_texts(ax.get_legend().get_texts())[:2] == ["0.5", "4"]
     # −ELBO spans 120..135: dashed lines every 5 nats (a round step for a 15-nat span)
-    labels = sorted(float(t.get_text()) for t in ax.texts)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[0].startswith("−ELBO = ") and not any("ELBO" in t for t in texts[1:])
+    labels = sorted(float(t.removeprefix("−ELBO = ")) for t in texts)
     assert labels and all(v % 5 == 0 for v in labels)
     assert any(line.get_linestyle() == "--" for line in ax.lines)
     assert "rate" in ax.get_xlabel() and "distortion" in ax.get_ylabel()

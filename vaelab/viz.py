@@ -270,7 +270,8 @@ def latent_grid(model, n: int = 15, lim=3.0, dims=(0, 1), base=None) -> Figure:
     ax = fig.add_subplot()
     _show(ax, _grid(images, nrow=n))
     centers = _centers(n, size)
-    keep = range(0, n, _every(n))
+    step = _every(n)
+    keep = range((n // 2) % step if n % 2 else 0, n, step)  # odd n: the middle value labelled
     ax.set_xticks([centers[i] for i in keep], [fmt_value(values[i]) for i in keep])
     ax.set_yticks([centers[i] for i in keep], [fmt_value(y_values.flip(0)[i]) for i in keep])
     ax.set_xlabel(z_name(dx), fontsize=AXIS_LABEL_SIZE)
@@ -702,19 +703,24 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
     ylim = (max(0.0, distortion.min() - pad_d), distortion.max() + pad_d)
     step = _nice_step(max(np.ptp(rate + distortion), 1.0))
     first = math.ceil((xlim[0] + ylim[0]) / step) * step
-    label = {"textcoords": "offset points", "fontsize": 8, "color": "grey",
+    label = {"textcoords": "offset points", "fontsize": 8, "color": "0.35",
              "annotation_clip": False}
+    named = False  # the first label says what the numbers are, so they don't read as ticks
     for c in np.arange(first, xlim[1] + ylim[1], step):
         ax.plot(xlim, [c - xlim[0], c - xlim[1]], ls="--", lw=0.8, color="grey", zorder=1)
+        text = f"{c:g}" if named else f"−ELBO = {c:g}"
         if xlim[0] <= c - ylim[1] <= xlim[1]:  # leaves through the top: label above the frame
-            ax.annotate(f"{c:g}", (c - ylim[1], ylim[1]), xytext=(0, 3), ha="center",
+            ax.annotate(text, (c - ylim[1], ylim[1]), xytext=(0, 3), ha="center",
                         va="bottom", **label)
         elif ylim[0] <= c - xlim[1] <= ylim[1]:  # through the right side: label beside it
-            ax.annotate(f"{c:g}", (xlim[1], c - xlim[1]), xytext=(3, 0), ha="left",
+            ax.annotate(text, (xlim[1], c - xlim[1]), xytext=(3, 0), ha="left",
                         va="center", **label)
         elif ylim[0] <= c - xlim[0] <= ylim[1]:  # left and bottom only: label inside, left
-            ax.annotate(f"{c:g}", (xlim[0], c - xlim[0]), xytext=(3, 2), ha="left",
+            ax.annotate(text, (xlim[0], c - xlim[0]), xytext=(3, 2), ha="left",
                         va="bottom", **label)
+        else:
+            continue
+        named = True
     ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
