@@ -1778,3 +1778,30 @@ def test_mig_from_mi_that_sorts_mi_in_place_fails(capsys):
         mi.sort(axis=0)
         return float(((mi[-1] - mi[-2]) / entropy).mean())
     fails(check.mig_from_mi, in_place, "changes the arrays it is given", capsys)
+
+
+def _parity_scaled(mu, logvar):
+    scale = torch.ones(len(mu), 1)
+    scale[0::2], scale[1::2] = 1.1, 0.885  # variance 1 on average, but not in each row
+    return mu + scale * torch.randn_like(mu) * std_of(logvar)
+
+
+def _student_t(mu, logvar):
+    t = np.random.default_rng().standard_t(30.0, size=tuple(mu.shape)) / (30.0 / 28.0) ** 0.5
+    t = torch.as_tensor(t, dtype=mu.dtype)  # variance 1, heavier tails than a normal
+    return mu + t * std_of(logvar)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (_parity_scaled, "changes from one part of the batch"),
+    (_student_t, "not normally distributed")], ids=["parity", "student-t"])
+def test_reparameterize_refuses_noise_with_variance_1_that_is_not_standard_normal(fn, message,
+                                                                                 capsys):
+    fails(check.reparameterize, fn, message, capsys)
+
+
+def test_reparameterize_normal_noise_passes_the_spread_and_kurtosis_tests_every_time(capsys):
+    for _ in range(20):  # the random tests must not fail a right answer by chance
+        passes(check.reparameterize,
+               lambda mu, logvar: mu + std_of(logvar) * torch.randn(mu.shape[1], mu.shape[0]).T,
+               capsys)
