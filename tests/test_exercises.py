@@ -519,8 +519,8 @@ def test_conv_encoder_shapes_right_for_28_only_name_the_size_and_layer(size_afte
 
 def test_conv_encoder_shapes_with_28_written_in_fail(capsys):
     fails(check.conv_encoder_shapes, lambda size=28: encoder_at(28),
-          "your function gives the same shapes for sizes 27, 31, 32, 33, 35 as for size=28 — work "
-          "each size out from `size`", capsys)
+          "your function gives the same shapes for sizes 27, 31, 32, 33, 35 and others as for "
+          "size=28 — work each size out from `size`", capsys)
 
 
 def test_convvaes_docstring_leaves_the_encoder_sizes_to_the_exercise():
@@ -1805,3 +1805,16 @@ def test_reparameterize_normal_noise_passes_the_spread_and_kurtosis_tests_every_
         passes(check.reparameterize,
                lambda mu, logvar: mu + std_of(logvar) * torch.randn(mu.shape[1], mu.shape[0]).T,
                capsys)
+
+
+def test_conv_encoder_shapes_refuses_a_table_of_the_sizes_it_names(capsys):
+    table = {size: encoder_at(size) for size in (28, 27, 31, 32, 33, 35)}
+    ok, line = verdict(check.conv_encoder_shapes, lambda size=28: table[size], capsys)
+    assert not ok and "KeyError" in line, line
+
+
+@pytest.mark.parametrize("limit", [3.5, 4.0])  # at 3 the tail test names it: "not normal"
+def test_reparameterize_names_clipped_noise(limit, capsys):
+    fails(check.reparameterize,
+          lambda mu, logvar: mu + torch.randn_like(mu).clamp(-limit, limit) * std_of(logvar),
+          "ε is changed where it is large", capsys)

@@ -53,6 +53,7 @@ import inspect
 import math
 import numbers
 import os
+import random
 import re
 import signal
 import sys
@@ -904,6 +905,10 @@ def _noise_scale(fn, mu: torch.Tensor, logvar: torch.Tensor) -> None:
     if torch.corrcoef(torch.stack([e.reshape(-1), eps.reshape(-1)]))[0, 1] < 0.999:
         return  # not torch's default draw: nothing exact to compare with
     c = float((e * eps).sum() / eps.square().sum())
+    off = rest.abs() > 1e-4 * (1 + dev.abs().max())
+    if off.any() and (eps[off].abs() > 2.5).all():
+        raise _Problem("ε is changed where it is large (clipped, or redrawn?) — draw it from "
+                       "N(0, 1) and use it as it is")
     if abs(c - 1) < 5e-3:
         raise _Problem(f"z − μ differs slightly from σ·ε (by up to {float(rest.abs().max()):.2g}) "
                        "— nothing may be added to σ or to the noise: check how σ is built from "
@@ -1370,7 +1375,7 @@ class Checks:
                         where=f"for size={size}, ")
         _encoder_other_sizes(fn, encoder)
         return (f"shapes after each conv layer, (N, C, H, W), for {size}×{size} images and for "
-                f"sizes {', '.join(map(str, ENCODER_SIZES[1:]))}")
+                "other sizes (fixed ones and two drawn at random)")
 
     @staticmethod
     @_checker("a list of shapes, e.g. [(1, C, H, W), ...]")
@@ -1451,8 +1456,12 @@ def _takes_a_size(fn) -> None:
 
 def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
     """The encoder's shapes must be right for the other sizes of ``ENCODER_SIZES`` too, so that
-    rounding other than ⌊·⌋ or a 28 written in shows."""
-    first, others = ENCODER_SIZES[0], ENCODER_SIZES[1:]
+    rounding other than ⌊·⌋ or a 28 written in shows, and for two sizes from 22 to 63 drawn
+    anew on every check."""
+    first = ENCODER_SIZES[0]
+    # two more sizes drawn afresh on every check, so a table of the fixed sizes cannot pass
+    fresh = random.SystemRandom().sample([n for n in range(22, 64) if n not in ENCODER_SIZES], 2)
+    others = (*ENCODER_SIZES[1:], *fresh)
     at_first = _layer_shapes(encoder, torch.zeros(1, 1, first, first), nn.Conv2d)
     got = {}
     for size in others:
@@ -1463,7 +1472,8 @@ def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
         got[size] = _shapes(out, "conv", f"for size={size}, ")
     if all(shapes == at_first for shapes in got.values()):  # round() gives them for 27 too
         raise _Problem(f"your function gives the same shapes for sizes "
-                       f"{', '.join(map(str, others))} as for size={first} — work each size "
+                       f"{', '.join(map(str, ENCODER_SIZES[1:]))} and others as for "
+                       f"size={first} — work each size "
                        f"out from `size`, not from {first}")
     for size, shapes in got.items():
         _compare_shapes(shapes, _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),

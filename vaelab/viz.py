@@ -635,13 +635,13 @@ def plot_mutual_information(result, factor_names=None, latent_names=None,
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for j in range(n_lat):
         for k in range(n_fac):
-            ax.text(k, j, f"{norm[j, k]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(k, j, f"{norm[j, k]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if norm[j, k] > 0.6 else "black")
     for k, j in enumerate(result.top):
         ax.add_patch(Rectangle((k - 0.5, j - 0.5), 1, 1, fill=False, lw=2, color=ACCENT))
     ax.set_xticks(range(n_fac), [f"{n}\ngap {g:.2f}" for n, g in
-                                 zip(factor_names, result.per_factor, strict=True)], fontsize=8)
-    ax.set_yticks(range(n_lat), latent_names, fontsize=8)
+                                 zip(factor_names, result.per_factor, strict=True)], fontsize=9)
+    ax.set_yticks(range(n_lat), latent_names, fontsize=10)
     ax.set_xlabel("factor (with its gap between the two most informative latents)")
     ax.set_ylabel("latent")
     fig.colorbar(im, ax=ax, label="I(z; v) / H(v)")
@@ -784,8 +784,9 @@ def plot_mig(result, title: str | None = None) -> Figure:
 
 def plot_mig_per_factor(result, title: str | None = None) -> Figure:
     """The gap of each factor (``mig_<factor>`` columns of a ``SweepResult``) against β: one
-    line per factor, mean over seeds with ± one standard deviation as a band, the overall MIG
-    as a thick black line; β values evenly spaced and labelled, as in ``plot_mig``."""
+    line per factor, mean over seeds with ± one standard deviation as error bars (each line
+    shifted a little sideways, so overlapping bars stay apart), the overall MIG as a thick black
+    line; β values evenly spaced and labelled, as in ``plot_mig``."""
     t = _sweep_table(result, ("beta", "mig"))
     names = [f for f in getattr(result, "factor_names", ()) if f"mig_{f}" in t]
     if not names:
@@ -796,13 +797,15 @@ def plot_mig_per_factor(result, title: str | None = None) -> Figure:
     fig = new_figure(7, 4.2)
     ax = fig.add_subplot()
     colours = colormaps["tab10"]
-    for i, f in enumerate([*names, None]):
+    lines = [*names, None]
+    for i, f in enumerate(lines):
         col = "mig" if f is None else f"mig_{f}"
         mean, std = stats[col]["mean"].to_numpy(), stats[col]["std"].to_numpy()
         style = ({"color": "black", "lw": 2.5, "label": "MIG (mean of the factors)"}
                  if f is None else {"color": colours(i), "lw": 1.2, "label": f})
-        ax.plot(x, mean, "o-", ms=4, zorder=3, **style)
-        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.12, lw=0)
+        shift = 0.05 * (i - (len(lines) - 1) / 2)
+        ax.errorbar(x + shift, mean, yerr=std, fmt="o-", ms=4, capsize=2, elinewidth=0.9,
+                    zorder=3, **style)
     ax.set_xticks(x, [f"{b:g}" for b in stats.index])
     ax.set_xlabel("β")
     ax.set_ylabel("gap of the factor, (I₁ − I₂) / H(v)")
