@@ -469,7 +469,8 @@ def test_plot_mig_per_factor_draws_each_factors_mean_gap_against_beta():
     result.factor_names = ("shape", "x")
     fig = viz.plot_mig_per_factor(result)
     ax = fig.axes[0]
-    lines = {line.get_label(): np.asarray(line.get_ydata(), float) for line in ax.lines}
+    # one error-bar container per line: its data line holds the means over seeds
+    lines = {c.get_label(): np.asarray(c.lines[0].get_ydata(), float) for c in ax.containers}
     assert list(lines) == ["shape", "x", "MIG (mean of the factors)"]
     np.testing.assert_allclose(lines["shape"], [0.0, 0.2])
     np.testing.assert_allclose(lines["x"], [0.3, 0.7])
