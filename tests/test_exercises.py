@@ -695,7 +695,7 @@ def test_the_watch_is_on_only_during_the_students_call(capsys):
     assert seen[0] is not None and sys.getprofile() is before
 
 
-def test_a_running_profiler_stays_installed_and_turns_the_watch_off(capsys):
+def test_a_running_profiler_stays_installed_and_the_tripwires_still_catch_answers(capsys):
     events = []
 
     def profiler(frame, event, arg):
@@ -704,12 +704,15 @@ def test_a_running_profiler_stays_installed_and_turns_the_watch_off(capsys):
     previous = sys.getprofile()
     sys.setprofile(profiler)
     try:
-        ok = check.gaussian_kl(losses.kl_divergence)
+        right = check.gaussian_kl(
+            lambda mu, logvar: 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1))
+        answer = check.gaussian_kl(losses.kl_divergence)  # the tripwires still catch it
     finally:
         installed = sys.getprofile()
         sys.setprofile(previous)
-    assert ok and installed is profiler and "call" in events
-    assert capsys.readouterr().out.startswith(PASSED)
+    assert right and not answer and installed is profiler and "call" in events
+    out = capsys.readouterr().out
+    assert out.startswith(PASSED) and "vaelab's own kl_divergence" in out
 
 
 def _quits(*args):
@@ -1628,7 +1631,7 @@ def test_switching_the_watch_off_fails(capsys):
         return losses.bernoulli_nll_per_image(logits, x)
 
     assert not check.bernoulli_reconstruction(sneaky)
-    assert "switched the checker's watch off" in capsys.readouterr().out
+    assert "vaelab's own bernoulli_nll_per_image" in capsys.readouterr().out  # the tripwire
     assert sys.getprofile() is None  # nothing left behind
 
 
@@ -1818,3 +1821,93 @@ def test_reparameterize_names_clipped_noise(limit, capsys):
     fails(check.reparameterize,
           lambda mu, logvar: mu + torch.randn_like(mu).clamp(-limit, limit) * std_of(logvar),
           "ε is changed where it is large", capsys)
+
+
+def test_a_call_from_a_thread_started_before_the_check_is_caught(capsys):
+    """The profile hook sees the calling thread and threads started during the call; a pool
+    started before the check is caught by the tripwires that stand in for vaelab's answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vaelab import anchor, losses
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(int).result()  # the worker thread exists before the check
+        fails(check.gaussian_kl,
+              lambda mu, logvar: pool.submit(losses.kl_divergence, mu, logvar).result(),
+              "vaelab's own kl_divergence", capsys)
+        fails(check.donutness, lambda x: pool.submit(anchor.donutness, x).result(),
+              "vaelab's own donutness", capsys)
+
+
+def test_a_call_caught_and_swallowed_still_fails_and_the_functions_come_back(capsys):
+    from vaelab import losses
+
+    def swallow(mu, logvar):
+        try:
+            return losses.kl_divergence(mu, logvar)
+        except Exception:  # the tripwire's exception, swallowed
+            return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+
+    fails(check.gaussian_kl, swallow, "vaelab's own kl_divergence", capsys)
+    mu = torch.tensor([[1.0, 0.0]])
+    assert torch.allclose(losses.kl_divergence(mu, torch.zeros(1, 2)), torch.tensor([0.5]))
+
+
+def test_a_profiler_set_before_the_check_does_not_let_a_call_through(capsys):
+    from vaelab import losses
+
+    sys.setprofile(lambda *args: None)  # the watch stands aside for another profiler
+    try:
+        ok, line = verdict(check.gaussian_kl, lambda mu, logvar: losses.kl_divergence(mu, logvar),
+                           capsys)
+    finally:
+        sys.setprofile(None)
+    assert not ok and "vaelab's own kl_divergence" in line, line
+
+
+def test_reparameterize_right_answer_with_noise_drawn_by_numpy_passes_every_time(capsys):
+    """Noise the checker's seed does not fix: tiny σ·ε can round z to μ exactly in float32,
+    which must not look like a clamped logvar."""
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        passes(check.reparameterize,
+               lambda mu, logvar: mu + std_of(logvar) * torch.as_tensor(
+                   rng.standard_normal(tuple(mu.shape)), dtype=mu.dtype), capsys)
+
+
+def _shared_across_dims(mu, logvar):
+    e, c = torch.randn_like(mu), torch.randn(len(mu), 1)
+    return mu + (e + 0.3 * c) / 1.09 ** 0.5 * std_of(logvar)  # correlation 0.08 between dims
+
+
+def _two_seeds(mu, logvar):
+    g = torch.Generator().manual_seed(int(torch.randint(2, ())))
+    return mu + torch.randn(mu.shape, generator=g) * std_of(logvar)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (_shared_across_dims, "share one ε"), (_two_seeds, "repeats from one call to another")],
+    ids=["correlated-dims", "two-seeds"])
+def test_reparameterize_refuses_correlated_dims_and_a_pool_of_two_draws(fn, message, capsys):
+    for _ in range(8):  # the pool of two repeats in some pair of three calls 3 times in 4
+        ok, line = verdict(check.reparameterize, fn, capsys)
+        assert not ok, line
+        if message in line:
+            return
+    raise AssertionError(line)
+
+
+def test_reparameterize_refuses_the_batched_forward_pass(capsys):
+    from vaelab import batched
+    from vaelab.models import VAE
+
+    vae = VAE(latent_dim=3, hidden=(4,), image_size=4)
+    params = batched.stack([vae])
+
+    def through_batched(mu, logvar):  # the batched pass's reparameterisation, reached by hand
+        eps = torch.randn_like(mu)[None]
+        x = torch.zeros(1, len(mu), 1, 4, 4)
+        batched.forward(vae, params, x, eps)
+        return mu + eps[0] * torch.exp(0.5 * logvar)
+
+    fails(check.reparameterize, through_batched, "vaelab's own forward", capsys)

@@ -153,8 +153,8 @@ def mutual_info_gap(codes, factors, n_bins: int = 20) -> MIG:
     ``sklearn.metrics.mutual_info_score`` and H(v_k) = I(v_k; v_k). For factor k,
     MIG_k = (I(z_(1); v_k) − I(z_(2); v_k)) / H(v_k), with z_(1), z_(2) the two latents with
     the most information about v_k. MIG is the mean of MIG_k over factors, in [0, 1]: 1 when
-    each factor is captured whole by one latent and by no other, 0 when none is or when two
-    latents share it equally.
+    each factor is captured whole by one latent and by no other, 0 when none is or when the
+    two most informative latents hold the same amount of it.
     """
     z = discretize(codes, n_bins)
     v = _factors(factors, len(z))
