@@ -1419,7 +1419,7 @@ def _beta_in_a_dropped_branch(l, x, mu, lv, beta):  # right value at β = 0, NaN
 ], ids=["divided-by-beta", "nan-gradient", "beta-0-read-as-1"])
 def test_vae_loss_at_beta_zero_must_be_the_reconstruction_alone(fn, expected, capsys):
     _, line = verdict(check.vae_loss, VAE_RIGHT[0], capsys)
-    assert "β = 0, 0.25, 1 and 2.5" in line, line
+    assert "β = 0, 0.25, 1, 2, 2.5 and 8" in line, line
     fails(check.vae_loss, fn, expected, capsys)
 
 
@@ -1911,3 +1911,11 @@ def test_reparameterize_refuses_the_batched_forward_pass(capsys):
         return mu + eps[0] * torch.exp(0.5 * logvar)
 
     fails(check.reparameterize, through_batched, "vaelab's own forward", capsys)
+
+
+@pytest.mark.parametrize("clamp", [(-30.0, 10.0), (-10.5, 10.5), (-10.0, 30.0)])
+def test_reparameterize_refuses_a_cap_at_the_far_ends(clamp, capsys):
+    low, high = clamp
+    fails(check.reparameterize,
+          lambda mu, logvar: mu + torch.randn_like(mu) * torch.exp(0.5 * logvar.clamp(low, high)),
+          "not far out", capsys)
