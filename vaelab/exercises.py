@@ -30,14 +30,18 @@ While the student's function runs, the checker also makes sure that:
   building or running a ``ConvVAE`` or any conv layer, the conv and pooling functions
   (``F.conv2d``, ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...),
   ``Tensor.unfold``, ``F.unfold``, numpy's ``sliding_window_view``, ``convolve`` and
-  ``correlate``, and ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
-  ``oaconvolve``, ``convolve2d`` and ``correlate2d`` (the sizes are worked out from kernel and
-  stride; printing the model to read them is fine). A shortcut through some other private
+  ``correlate``, ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
+  ``oaconvolve``, ``convolve2d`` and ``correlate2d``, and ``scipy.ndimage``'s filters (the
+  sizes are worked out from kernel and stride; printing the model to read them is fine). A shortcut through some other private
   torch helper, or another library's window function, is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it), in the calling thread and in threads started
-  during the call (``threading.setprofile``); a thread started before the call, or another
-  process, is not watched. While another profiler runs (``%prun``) the watch is off;
+  during the call (``threading.setprofile``); while another profiler runs (``%prun``) that
+  hook stands aside. During the call, too, vaelab's answer functions run a tripwire instead of
+  their code (``_tripwires``), which catches a call from any thread, also one started before
+  the check. Not caught: torch's own functions (conv layers, ``torch.distributions``) called
+  from a thread started before the check, another process, or vaelab's source copied and run
+  with ``exec``;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
   stops the cell: KeyboardInterrupt passes through);
 * each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
