@@ -32,8 +32,9 @@ While the student's function runs, the checker also makes sure that:
   ``Tensor.unfold``, ``F.unfold``, numpy's ``sliding_window_view``, ``convolve`` and
   ``correlate``, ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
   ``oaconvolve``, ``convolve2d`` and ``correlate2d``, and ``scipy.ndimage``'s filters (the
-  sizes are worked out from kernel and stride; printing the model to read them is fine). A shortcut through some other private
-  torch helper, or another library's window function, is not caught.
+  sizes are worked out from kernel and stride; printing the model to read them is fine). A
+  shortcut through some other private torch helper, or another library's window function, is
+  not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it), in the calling thread and in threads started
   during the call (``threading.setprofile``); while another profiler runs (``%prun``) that
