@@ -53,6 +53,7 @@ While the student's function runs, the checker also makes sure that:
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import math
@@ -1538,9 +1539,13 @@ def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
     rounding other than ⌊·⌋ or a 28 written in shows, and for two sizes from 22 to 63 drawn
     anew on every check."""
     first = ENCODER_SIZES[0]
-    # two more sizes drawn afresh on every check, so a table of the fixed sizes cannot pass
-    fresh = random.SystemRandom().sample([n for n in range(22, 64) if n not in ENCODER_SIZES], 2)
+    # two more sizes drawn afresh on every check, from 22 to 4,095 (not larger: a function that
+    # builds a size × size array must still fit in memory), so a table of the fixed sizes cannot
+    # pass; their shapes come from the encoder on the meta device (shapes only, no memory)
+    draw = random.SystemRandom()
+    fresh = [draw.randrange(22, 200), draw.randrange(200, 4096)]
     others = (*ENCODER_SIZES[1:], *fresh)
+    on_meta = copy.deepcopy(encoder).to("meta")
     at_first = _layer_shapes(encoder, torch.zeros(1, 1, first, first), nn.Conv2d)
     got = {}
     for size in others:
@@ -1555,7 +1560,8 @@ def _encoder_other_sizes(fn, encoder: nn.Sequential) -> None:
                        f"size={first} — work each size "
                        f"out from `size`, not from {first}")
     for size, shapes in got.items():
-        _compare_shapes(shapes, _layer_shapes(encoder, torch.zeros(1, 1, size, size), nn.Conv2d),
+        want = _layer_shapes(on_meta, torch.zeros(1, 1, size, size, device="meta"), nn.Conv2d)
+        _compare_shapes(shapes, want,
                         (1, 1, size, size), "conv", ENCODER_RULE, "encoder", f"for size={size}, ",
                         advice=f"right for size={first}, so check the rounding: ⌊·⌋ rounds the "
                                "whole quotient down (// does; round() and math.ceil don't)")
