@@ -169,6 +169,19 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def twins(seeds):
+    """Models built as train_or_load builds them (``make`` after ``torch.manual_seed``), and an
+    identical copy of each for one ``fit``."""
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(make())
+    singles = [VAE(**m.config) for m in models]
+    for single, model in zip(singles, models, strict=True):
+        single.load_state_dict(model.state_dict())
+    return models, singles
+
+
 @pytest.mark.parametrize("test_data, anchor, likelihood", [
     (False, False, "bernoulli"), (True, False, "bernoulli"),
     (True, True, "gaussian")])  # notebook 06's anchor sweep: Gaussian likelihood, anchor loss
@@ -178,13 +191,7 @@ def test_fit_many_computes_what_one_fit_each_computes(shapes, test_data, anchor,
     x = shapes.images[:300]
     betas, seeds = [0.5, 4.0, 1.0], [0, 1, 2]
     rates = [2.0, 0.0, 3.5] if anchor else [0.0] * 3  # the anchor loss, one rate per model
-    models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        models.append(make())
-    singles = [VAE(**m.config) for m in models]
-    for single, model in zip(singles, models, strict=True):
-        single.load_state_dict(model.state_dict())
+    models, singles = twins(seeds)
     kw = {"test_data": x[:64]} if test_data else {}
     histories = batched.fit_many(models, x, betas, seeds, epochs=2, batch_size=64,
                                  anchor_rates=rates if anchor else None, likelihood=likelihood,
@@ -272,13 +279,7 @@ def test_fit_many_trains_kl_warmup_and_free_bits_as_fit_does(shapes):
 
     x = shapes.images[:300]
     betas, seeds, warmups, floors = [8.0, 8.0, 1.0], [0, 1, 2], [2, 0, 0], [0.0, 0.5, 0.0]
-    models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        models.append(make())
-    singles = [VAE(**m.config) for m in models]
-    for single, model in zip(singles, models, strict=True):
-        single.load_state_dict(model.state_dict())
+    models, singles = twins(seeds)
     histories = batched.fit_many(models, x, betas, seeds, epochs=3, batch_size=64,
                                  kl_warmup_epochs=warmups, free_bits=floors, progress=False)
     for single, model, beta, seed, warmup, floor, history in zip(
