@@ -87,10 +87,10 @@ TIME_LIMIT_S = 20.0
 # vaelab's own answers: every function of these modules (this one included: the checkers'
 # reference computations), and the reparameterisation ...
 ANSWER_FILES = frozenset({*(m.__file__ for m in (losses, anchor, metrics)), __file__})
-ANSWER_CODES = frozenset({models.reparameterize.__code__,  # ... fast's Bernoulli NLL, and
-                          fast.bernoulli_nll_per_image.__code__,  # the batched forward pass
-                          fast.BernoulliNLL.forward.__code__, fast.BernoulliNLL.backward.__code__,
-                          batched.forward.__code__})
+ANSWER_FUNCTIONS = (models.reparameterize,  # ... fast's Bernoulli NLL, and the batched pass
+                    fast.bernoulli_nll_per_image, fast.BernoulliNLL.forward,
+                    fast.BernoulliNLL.backward, batched.forward)
+ANSWER_CODES = frozenset(fn.__code__ for fn in ANSWER_FUNCTIONS)
 # ... but not the maps that define donutness: they are given (the notebook's solution uses them)
 GIVEN_CODES = frozenset({anchor.donut_map.__code__, anchor.stick_map.__code__})
 
@@ -309,7 +309,7 @@ _TRIPPED: list[str] = []  # names of the answer functions called while the tripw
 @functools.cache
 def _answer_functions() -> tuple:
     """vaelab's answer functions that a tripwire can stand in for: the functions (and
-    methods) defined in ``ANSWER_FILES``' modules but this one, and those of ``ANSWER_CODES``;
+    methods) defined in ``ANSWER_FILES``' modules but this one, and ``ANSWER_FUNCTIONS``;
     not the given maps, not closures."""
     found = {}
     for module in (losses, anchor, metrics):
@@ -321,8 +321,7 @@ def _answer_functions() -> tuple:
                 if (inspect.isfunction(fn) and code.co_filename == module.__file__
                         and not fn.__closure__ and code not in GIVEN_CODES):
                     found[code] = fn
-    for fn in (models.reparameterize, fast.bernoulli_nll_per_image, fast.BernoulliNLL.forward,
-               fast.BernoulliNLL.backward, batched.forward):
+    for fn in ANSWER_FUNCTIONS:
         found[fn.__code__] = fn
     return tuple(found.values())
 
@@ -615,7 +614,7 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, x
 
 
-# a trained decoder's far logits (±40, ±150), and ±1000, beyond any clamp a student might pick
+# a trained decoder's far logits (±40, ±150), and ±1000, beyond the clamps commonly used
 LARGE_LOGITS = (40.0, 150.0, 1000.0)
 
 
