@@ -1389,7 +1389,7 @@ def _kl_of(mu_in, lv_in):
     _kl_of(lambda m: m.clamp(-2.5, 2.5), lambda v: v),
 ], ids=["logvar-2.5", "logvar-3", "logvar-4", "logvar-6", "mu-2.5"])
 def test_vae_loss_with_a_clamped_mu_or_logvar_fails(kl, capsys):
-    fails(check.vae_loss, _loss(kl=kl), "not for means and log-variances up to about ±12", capsys)
+    fails(check.vae_loss, _loss(kl=kl), "log-variances up to about ±30", capsys)
     fails(check.vae_loss, _loss(kl=kl), "with nothing clamped", capsys)
 
 
@@ -1398,7 +1398,17 @@ def test_vae_loss_with_the_gradient_cut_beyond_the_first_inputs_fails(capsys):
         var = torch.where(lv.abs() > 6, lv.exp().detach(), lv.exp())
         return 0.5 * (mu ** 2 + var - lv - 1).sum(1)
 
-    fails(check.vae_loss, _loss(kl=kl), "the values are right but the gradient is not", capsys)
+    fails(check.vae_loss, _loss(kl=kl), "±30 the gradient is not", capsys)
+    fails(check.vae_loss, _loss(kl=kl), "no .detach()", capsys)
+
+
+@pytest.mark.parametrize("floor", [1e-3, 1e-6])
+def test_vae_loss_with_a_floor_under_sigma_fails(floor, capsys):
+    def kl(mu, lv):  # sigma floored: right wherever sigma > floor, that is logvar > -13.8 / -27.6
+        sigma = lv.mul(0.5).exp().clamp_min(floor)
+        return (0.5 * (mu ** 2 + sigma ** 2 - 1) - sigma.log()).sum(1)
+
+    fails(check.vae_loss, _loss(kl=kl), "log-variances up to about ±30", capsys)
 
 
 def _beta_over_beta(l, x, mu, lv, beta):  # β divided out and multiplied back in: NaN at β = 0

@@ -744,24 +744,34 @@ def _vae_loss_other_sizes(fn) -> None:
 
 
 def _vae_loss_wide_latents(fn) -> None:
-    """The loss and its gradient must be right for means and log-variances spanning ±12 (the
+    """The loss and its gradient must be right for means and log-variances spanning ±30 (the
     first inputs stay within about ±2; a trained encoder can give logvar of −9 and below), so a
-    clamp on μ or logvar shows."""
+    clamp on μ or logvar, or a floor under σ as small as 1e-6, shows. Small and large
+    log-variances go in separate calls, so that e^30 in one does not hide a floor in the other."""
     logits, x = _image_inputs()
-    span = torch.linspace(-12.0, 12.0, 12)
-    mu, logvar = span.view(4, 3), span.view(3, 4).T  # ±12 each, paired differently
-    leaves = [t.clone().requires_grad_() for t in (logits, mu, logvar)]
-    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", leaves[0], x.clone(),
-                        *leaves[1:], 1.0), "the loss")
+    wide = ("right on the first inputs but not for means and log-variances up to about ±30, "
+            "which a trained encoder can give — use mu and logvar as they come, with nothing "
+            "clamped and no floor under sigma")
+    mu = torch.linspace(-30.0, 30.0, 12).view(4, 3)
+    for logvar in (torch.linspace(-30.0, 0.0, 12).view(3, 4).T,
+                   torch.linspace(0.0, 30.0, 12).view(3, 4).T):
+        leaves = [t.clone().requires_grad_() for t in (logits, mu, logvar)]
+        out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", leaves[0], x.clone(),
+                            *leaves[1:], 1.0), "the loss")
 
-    def reference(lg, m, lv):
-        return losses.vae_loss(lg, x, m, lv, beta=1.0).total
+        def reference(lg, m, lv):
+            return losses.vae_loss(lg, x, m, lv, beta=1.0).total
 
-    if out.numel() != 1 or not _close(out.detach().reshape(()), reference(logits, mu, logvar)):
-        raise _Problem("right on the first inputs but not for means and log-variances up to "
-                       "about ±12, which a trained encoder can give — use mu and logvar as they "
-                       "come, with nothing clamped")
-    _same_gradient(out, leaves, reference)
+        if out.numel() != 1 or not _close(out.detach().reshape(()),
+                                          reference(logits, mu, logvar)):
+            raise _Problem(wide)
+        try:
+            _same_gradient(out, leaves, reference)
+        except _Problem:
+            raise _Problem("right on the first inputs, but for means and log-variances up to "
+                           "about ±30 the gradient is not — use mu and logvar as they come (no "
+                           "clamp, no floor under sigma) and torch operations all the way (no "
+                           ".detach(), numpy or torch.no_grad())") from None
 
 
 def _vae_loss_beta_zero(fn) -> None:
