@@ -119,3 +119,12 @@ def test_most_and_better_print_the_strict_bound_they_test(full_mode, capsys):
     assert "claim needs > 0.141" in capsys.readouterr().out
     with pytest.raises(claims.ClaimError, match="claim needs > 1"):
         claims.expect("above", 1.0, above=1.0)
+
+
+def test_below_is_strict_for_less_than(full_mode, capsys):
+    from vaelab import claims
+
+    claims.expect("less time", 0.99, below=1.0, fmt="{:.2f}")
+    assert "claim needs < 1.00" in capsys.readouterr().out
+    with pytest.raises(claims.ClaimError, match="claim needs < 1"):
+        claims.expect("less time", 1.0, below=1.0)  # the same time is not less

@@ -1247,6 +1247,15 @@ def _numpy_1d(window):  # np.convolve or np.correlate along one side, every seco
     return op
 
 
+def _meta_shape(x, c_in, c_out, k):  # torch's private shape helper, on meta tensors
+    from torch._meta_registrations import calc_conv_nd_return_shape
+
+    weight = torch.empty(c_out, c_in, k, k, device="meta")
+    shape = calc_conv_nd_return_shape(x.to("meta"), weight, (2, 2), (0, 0), (1, 1), False,
+                                      1, None)
+    return x.new_zeros(*shape)
+
+
 WINDOW_SHORTCUTS = [
     (lambda x, i, o, k: torch.ops.aten.convolution.default(
         x, torch.zeros(o, i, k, k), None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),
@@ -1265,6 +1274,7 @@ WINDOW_SHORTCUTS = [
     (_sliding_window_view, "numpy's own sliding_window_view"),
     (_numpy_1d(np.convolve), "numpy's own convolve"),
     (_numpy_1d(np.correlate), "numpy's own correlate"),
+    (_meta_shape, "torch's own calc_conv_nd_return_shape"),
 ]
 
 
@@ -1929,3 +1939,64 @@ def test_reparameterize_refuses_a_cap_at_the_far_ends(clamp, capsys):
     fails(check.reparameterize,
           lambda mu, logvar: mu + torch.randn_like(mu) * torch.exp(0.5 * logvar.clamp(low, high)),
           "not far out", capsys)
+
+
+def _numpy_noise(mu, scale=1.0, standardise=False):
+    e = np.random.randn(*mu.shape)  # numpy's global generator, which the checker seeds too
+    if standardise:
+        e = (e - e.mean(0)) / e.std(0)
+    return scale * torch.as_tensor(e, dtype=mu.dtype)
+
+
+def _irwin_hall(mu, logvar):  # a sum of 12 uniforms minus 6: variance 1, excess kurtosis −0.1
+    return mu + (torch.rand(*mu.shape, 12).sum(-1) - 6) * std_of(logvar)
+
+
+def _standardised_torch(mu, logvar):
+    e = torch.randn_like(mu)
+    return mu + (e - e.mean(0)) / e.std(0) * std_of(logvar)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    # named exactly by the seeded comparison, or by the first spread test where it sees it
+    (lambda mu, logvar: mu + _numpy_noise(mu, 1.02) * std_of(logvar), "·σ·ε"),
+    (lambda mu, logvar: mu + _numpy_noise(mu, 0.985) * std_of(logvar), "·σ·ε"),
+    (lambda mu, logvar: mu + _numpy_noise(mu, standardise=True) * std_of(logvar),
+     "standardised over the batch"),
+    (_standardised_torch, "standardised over the batch"),
+    (_irwin_hall, "excess kurtosis"),
+], ids=["numpy-1.02", "numpy-0.985", "numpy-standardised", "torch-standardised", "irwin-hall"])
+def test_reparameterize_names_scaled_or_standardised_numpy_noise_and_approximate_normals(
+        fn, message, capsys):
+    """numpy's global generator is seeded with torch's for the exact comparison; noise from
+    elsewhere meets a 300,000-draw test of spread and tails."""
+    fails(check.reparameterize, fn, message, capsys)
+
+
+def test_reparameterize_scaled_noise_from_a_private_generator_fails_on_the_large_sample(capsys):
+    rng = np.random.default_rng(5)
+    fails(check.reparameterize, lambda mu, logvar: mu + 1.02 * std_of(logvar) * torch.as_tensor(
+        rng.standard_normal(tuple(mu.shape)), dtype=mu.dtype), "spread", capsys)
+
+
+def test_reparameterize_right_answer_with_numpy_global_noise_passes(capsys):
+    for _ in range(5):
+        passes(check.reparameterize, lambda mu, logvar: mu + _numpy_noise(mu) * std_of(logvar),
+               capsys)
+
+
+def test_donutness_that_changes_its_input_in_place_fails(capsys):
+    def in_place(x):  # right scores, but the caller's images are rescaled
+        x /= x.sum((1, 2, 3), keepdim=True) + 1e-8
+        return ((x * anchor.donut_map()).sum((1, 2, 3)) - (x * anchor.stick_map()).sum((1, 2, 3)))
+
+    fails(check.donutness, in_place, "changed its input x in place", capsys)
+
+
+def test_donutness_with_an_eps_on_the_mean_ink_names_the_sum(capsys):
+    def on_mean(x):
+        ink = x.mean((1, 2, 3)) + 1e-8  # 1e-8 against a mean is 784 times larger on the ink
+        return ((x * anchor.donut_map()).mean((1, 2, 3))
+                - (x * anchor.stick_map()).mean((1, 2, 3))) / ink
+
+    fails(check.donutness, on_mean, "its sum over pixels, not its mean", capsys)

@@ -50,17 +50,18 @@ def _enforced() -> bool:
             and _data["source"] == _WRITTEN_FOR)
 
 
-def expect(claim: str, value, *, at_least=None, at_most=None, above=None,
+def expect(claim: str, value, *, at_least=None, at_most=None, above=None, below=None,
            fmt: str = "{:.3g}", enforce: bool | None = None) -> float:
-    """Check ``at_least ≤ value ≤ at_most`` (either bound may be left out; ``above``: a strict
-    ``value > above``), print one line that states the claim with its number, and return
-    ``value`` as a float.
+    """Check ``at_least ≤ value ≤ at_most`` (any bound may be left out; ``above`` and ``below``:
+    the strict ``value > above`` and ``value < below``, for "more than" and "less than"), print
+    one line that states the claim with its number, and return ``value`` as a float.
 
     ``enforce`` (default: in full mode, unless ``VAELAB_CLAIMS=report``) makes a failed claim
     raise ``ClaimError``.
     """
-    if at_least is None and at_most is None and above is None:
-        raise ValueError("expect() needs a bound: at_least=..., at_most=..., above=...")
+    if at_least is None and at_most is None and above is None and below is None:
+        raise ValueError("expect() needs a bound: at_least=..., at_most=..., above=..., "
+                         "below=...")
     value = float(value)
     bounds = []
     if at_least is not None:
@@ -69,8 +70,11 @@ def expect(claim: str, value, *, at_least=None, at_most=None, above=None,
         bounds.append(f"> {fmt.format(check_number(above, 'above'))}")
     if at_most is not None:
         bounds.append(f"≤ {fmt.format(check_number(at_most, 'at_most'))}")
+    if below is not None:
+        bounds.append(f"< {fmt.format(check_number(below, 'below'))}")
     holds = (math.isfinite(value) and (at_least is None or value >= at_least)
-             and (above is None or value > above) and (at_most is None or value <= at_most))
+             and (above is None or value > above) and (at_most is None or value <= at_most)
+             and (below is None or value < below))
     enforce = _enforced() if enforce is None else enforce
     shown = fmt.format(value) if math.isfinite(value) else str(value)
     line = f"{'✓' if holds else '✗'} {claim}: {shown} (claim needs {' and '.join(bounds)})"

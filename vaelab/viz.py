@@ -750,7 +750,7 @@ def plot_rate_distortion(result, title: str | None = None) -> Figure:
 
 def plot_mig(result, title: str | None = None) -> Figure:
     """MIG against β of a ``SweepResult``: one small point per seed and the mean ± standard
-    deviation over seeds; the β values are evenly spaced and labelled."""
+    deviation over seeds (the bar cut at 0); the β values are evenly spaced and labelled."""
     if "mig" not in getattr(getattr(result, "table", None), "columns", ()):
         _sweep_table(result, ())
         raise ValueError("this sweep has no MIG: run beta_sweep(..., factors=data.factors) on "
@@ -767,7 +767,8 @@ def plot_mig(result, title: str | None = None) -> Figure:
         ax.scatter(pos[beta] + jitter, group["mig"], s=20, color=colours[beta], alpha=0.7,
                    edgecolor="none", zorder=2)
     stats = t.groupby("beta")["mig"].agg(["mean", "std"]).fillna(0.0)
-    ax.errorbar([pos[b] for b in stats.index], stats["mean"], yerr=stats["std"], fmt="o-",
+    ax.errorbar([pos[b] for b in stats.index], stats["mean"],
+                yerr=_clipped_at_zero(stats["mean"].to_numpy(), stats["std"].to_numpy()), fmt="o-",
                 color="black", capsize=4, lw=1, ms=5, label="mean ± std over seeds", zorder=3)
     ax.scatter([], [], s=20, color="0.5", label="one seed (colour: its β)")
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
@@ -782,11 +783,18 @@ def plot_mig(result, title: str | None = None) -> Figure:
     return fig
 
 
+def _clipped_at_zero(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Error bars of ± ``std`` around ``mean`` as matplotlib's (2, n) ``yerr``, the lower arm
+    cut at 0: a gap, and so the MIG, is never negative."""
+    return np.stack([np.minimum(std, np.clip(mean, 0.0, None)), std])
+
+
 def plot_mig_per_factor(result, title: str | None = None) -> Figure:
     """The gap of each factor (``mig_<factor>`` columns of a ``SweepResult``) against β: one
-    line per factor, mean over seeds with ± one standard deviation as error bars (each line
-    shifted a little sideways, so overlapping bars stay apart), the overall MIG as a thick black
-    line; β values evenly spaced and labelled, as in ``plot_mig``."""
+    line per factor, mean over seeds with ± one standard deviation as error bars (cut at 0,
+    below which no gap lies; each line shifted a little sideways, so overlapping bars stay
+    apart), the overall MIG as a thick black line; β values evenly spaced and labelled, as in
+    ``plot_mig``."""
     t = _sweep_table(result, ("beta", "mig"))
     names = [f for f in getattr(result, "factor_names", ()) if f"mig_{f}" in t]
     if not names:
@@ -804,8 +812,8 @@ def plot_mig_per_factor(result, title: str | None = None) -> Figure:
         style = ({"color": "black", "lw": 2.5, "label": "MIG (mean of the factors)"}
                  if f is None else {"color": colours(i), "lw": 1.2, "label": f})
         shift = 0.05 * (i - (len(lines) - 1) / 2)
-        ax.errorbar(x + shift, mean, yerr=std, fmt="o-", ms=4, capsize=2, elinewidth=0.9,
-                    zorder=3, **style)
+        ax.errorbar(x + shift, mean, yerr=_clipped_at_zero(mean, std), fmt="o-", ms=4,
+                    capsize=2, elinewidth=0.9, zorder=3, **style)
     ax.set_xticks(x, [f"{b:g}" for b in stats.index])
     ax.set_xlabel("β")
     ax.set_ylabel("gap of the factor, (I₁ − I₂) / H(v)")
