@@ -69,7 +69,7 @@ def test_load_mnist_offline_falls_back_to_embedded(tmp_path, capsys):
     d = load_mnist(True, root=tmp_path)
     assert d.source == "embedded" and len(d.images) == 4000
     out = capsys.readouterr().out
-    assert "embedded" in out and "Full MNIST gives better models" in out
+    assert "embedded" in out and "Full MNIST has 60,000 training and 10,000 test images" in out
     assert out.count("\n") == 1
 
 

@@ -2000,3 +2000,29 @@ def test_donutness_with_an_eps_on_the_mean_ink_names_the_sum(capsys):
                 - (x * anchor.stick_map()).mean((1, 2, 3))) / ink
 
     fails(check.donutness, on_mean, "its sum over pixels, not its mean", capsys)
+
+
+@pytest.mark.parametrize("kl", [
+    lambda mu, lv: 0.5 * (mu ** 2 + lv.exp().clamp(min=1e-3) - 1
+                          - lv.exp().clamp(min=1e-3).log()).sum(1),  # a floor under σ²
+    lambda mu, lv: 0.5 * (mu ** 2 + lv.clamp(min=-7).exp() - 1 - lv.clamp(min=-7)).sum(1),
+], ids=["variance-floor", "logvar-min-7"])
+def test_gaussian_kl_with_a_floor_near_minus_7_fails(kl, capsys):
+    fails(check.gaussian_kl, kl, "log-variances up to about ±12", capsys)
+
+
+def test_gaussian_kl_with_an_eps_inside_the_log_is_named(capsys):
+    fails(check.gaussian_kl,
+          lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 - torch.log(lv.exp() + 1e-4)).sum(1),
+          "an ε inside the log", capsys)
+
+
+def test_mig_from_mi_refuses_a_table_of_the_fixed_matrices(capsys):
+    answers = {}
+    for _, mi, entropy in exercises._mig_more_inputs() + [("", *exercises._mig_inputs())]:
+        top = np.sort(mi, axis=0)[::-1]
+        answers[mi.shape] = float(((top[0] - top[1]) / entropy).mean())
+    known = exercises._mig_known_code()
+    answers[known.mi.shape] = known.mig
+    ok, line = verdict(check.mig_from_mi, lambda mi, entropy: answers.get(mi.shape, 0.5), capsys)
+    assert not ok and "drawn at random" in line, line

