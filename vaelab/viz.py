@@ -697,30 +697,27 @@ def _nice_step(span: float) -> float:
 
 def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
     """Dashed lines rate + distortion = c for round c across the frame, each labelled with c
-    (= −ELBO) where it leaves the frame; sets the axis limits to the points plus a margin."""
+    (= −ELBO) on the line itself, near its upper-left end (turned along the line, on a white
+    patch, beneath the points); sets the axis limits to the points plus a margin."""
     pad_r, pad_d = 0.1 * (np.ptp(rate) or 1.0), 0.1 * (np.ptp(distortion) or 1.0)
     xlim = (max(0.0, rate.min() - pad_r), rate.max() + pad_r)
     ylim = (max(0.0, distortion.min() - pad_d), distortion.max() + pad_d)
     step = _nice_step(max(np.ptp(rate + distortion), 1.0))
     first = math.ceil((xlim[0] + ylim[0]) / step) * step
-    label = {"textcoords": "offset points", "fontsize": 8, "color": "0.35",
-             "annotation_clip": False}
-    named = False  # the first label says what the numbers are, so they don't read as ticks
+    seen = []  # (c, the rate at each end of the line's part inside the frame)
     for c in np.arange(first, xlim[1] + ylim[1], step):
         ax.plot(xlim, [c - xlim[0], c - xlim[1]], ls="--", lw=0.8, color="grey", zorder=1)
-        text = f"{c:g}" if named else f"−ELBO = {c:g}"
-        if xlim[0] <= c - ylim[1] <= xlim[1]:  # leaves through the top: label above the frame
-            ax.annotate(text, (c - ylim[1], ylim[1]), xytext=(0, 3), ha="center",
-                        va="bottom", **label)
-        elif ylim[0] <= c - xlim[1] <= ylim[1]:  # through the right side: label beside it
-            ax.annotate(text, (xlim[1], c - xlim[1]), xytext=(3, 0), ha="left",
-                        va="center", **label)
-        elif ylim[0] <= c - xlim[0] <= ylim[1]:  # left and bottom only: label inside, left
-            ax.annotate(text, (xlim[0], c - xlim[0]), xytext=(3, 2), ha="left",
-                        va="bottom", **label)
-        else:
-            continue
-        named = True
+        r_start, r_end = max(xlim[0], c - ylim[1]), min(xlim[1], c - ylim[0])
+        if r_end - r_start >= 0.05 * (xlim[1] - xlim[0]):  # else only a corner: no room
+            seen.append((c, r_start, r_end))
+    # the longest line says what the numbers are ("−ELBO = …"), so they don't read as ticks
+    longest = max(range(len(seen)), key=lambda i: seen[i][2] - seen[i][1], default=-1)
+    for i, (c, r_start, r_end) in enumerate(seen):
+        r = r_start + 0.1 * (r_end - r_start)
+        ax.text(r, c - r, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=7,
+                color="0.3", ha="center", va="center", rotation=-45,
+                transform_rotates_text=True, rotation_mode="anchor", zorder=2,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8})
     ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
