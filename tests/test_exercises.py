@@ -1274,7 +1274,7 @@ WINDOW_SHORTCUTS = [
     (_sliding_window_view, "numpy's own sliding_window_view"),
     (_numpy_1d(np.convolve), "numpy's own convolve"),
     (_numpy_1d(np.correlate), "numpy's own correlate"),
-    (_meta_shape, "torch's own calc_conv_nd_return_shape"),
+    (_meta_shape, "torch's meta-device shape rule calc_conv_nd_return_shape"),
 ]
 
 
@@ -1820,7 +1820,10 @@ def _student_t(mu, logvar):
     (_student_t, "not normally distributed")], ids=["parity", "student-t"])
 def test_reparameterize_refuses_noise_with_variance_1_that_is_not_standard_normal(fn, message,
                                                                                  capsys):
-    fails(check.reparameterize, fn, message, capsys)
+    ok, line = verdict(check.reparameterize, fn, capsys)
+    # heavy tails also make the sample spread vary more: about 1 check in 300 the spread test,
+    # which runs first, names the student-t noise instead (a wrong answer refused either way)
+    assert not ok and (message in line or "wrong spread" in line), line
 
 
 def test_reparameterize_normal_noise_passes_the_spread_and_kurtosis_tests_every_time(capsys):
@@ -2026,3 +2029,62 @@ def test_mig_from_mi_refuses_a_table_of_the_fixed_matrices(capsys):
     answers[known.mi.shape] = known.mig
     ok, line = verdict(check.mig_from_mi, lambda mi, entropy: answers.get(mi.shape, 0.5), capsys)
     assert not ok and "drawn at random" in line, line
+
+
+def _torchscript_shapes(size=28):  # TorchScript's plain-Python shape functions
+    import torch.jit._shape_functions as shape_functions
+
+    shape, out = [1, 1, size, size], []
+    for c, k in ((32, 4), (64, 4), (128, 3)):
+        shape = shape_functions.conv2d(shape, [c, shape[1], k, k], None, [2, 2], [0, 0], [1, 1], 1)
+        out.append(tuple(shape))
+    return out
+
+
+def _sklearn_patches(size=28):  # strided patches of an array: a window slid over it
+    from sklearn.feature_extraction.image import _extract_patches
+
+    n, out = size, []
+    for c, k in ((32, 4), (64, 4), (128, 3)):
+        n = _extract_patches(np.zeros((n, n)), (k, k), 2).shape[0]
+        out.append((1, c, n, n))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # importing torch.jit warns
+@pytest.mark.parametrize(("fn", "name"), [(_torchscript_shapes, "torch's own"),
+                                          (_sklearn_patches, "sklearn's own _extract_patches")],
+                         ids=["torchscript-shape-functions", "sklearn-patches"])
+def test_conv_encoder_shapes_by_library_shape_helpers_fail(fn, name, capsys):
+    assert fn() == ENCODER
+    fails(check.conv_encoder_shapes, fn, name, capsys)
+
+
+def test_bernoulli_reconstruction_that_overflows_on_large_logits_names_the_overflow(capsys):
+    fails(check.bernoulli_reconstruction,
+          lambda lg, x: (torch.log1p(torch.exp(lg)) - x * lg).flatten(1).sum(1),
+          "e^ℓ overflows", capsys)
+
+
+def test_mig_from_mi_accepts_a_decimal(capsys):
+    import decimal
+
+    def as_decimal(mi, entropy):
+        top = np.sort(mi, axis=0)[::-1]
+        return decimal.Decimal(float(((top[0] - top[1]) / entropy).mean()))
+
+    passes(check.mig_from_mi, as_decimal, capsys)
+
+
+def _eps_in_the_log(logits, x):  # Keras's ε = 1e-7 inside both logs: about 0.003 nats off
+    p = torch.sigmoid(logits)
+    return -(x * torch.log(p + 1e-7) + (1 - x) * torch.log(1 - p + 1e-7)).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (_loss(rec=_eps_in_the_log), "the reconstruction term is off, not the KL"),
+    (_loss(rec=lambda lg, x: _rec(lg, x) + 0.003), "the reconstruction term is off, not the KL"),
+    (_loss(combine=lambda r, k, b: r + max(b, 1e-3) * k), "is β floored or clamped?"),
+], ids=["eps-in-log", "constant-offset", "beta-floored"])
+def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message, capsys):
+    fails(check.vae_loss, fn, message, capsys)

@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import decimal
 import functools
+import importlib.util
 import inspect
 import math
 import numbers
@@ -144,7 +146,10 @@ TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
 VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__,
-                           torch._meta_registrations.__file__})  # its conv shape helper
+                           torch._meta_registrations.__file__,  # its conv shape helper
+                           # TorchScript's shape functions (conv2d, pooling_output_shape), found
+                           # without importing them: the import warns that torch.jit is deprecated
+                           importlib.util.find_spec("torch.jit._shape_functions").origin})
 # ... and so does any op that slides a window over a tensor: conv, correlation and pooling
 # builtins (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, numpy's C correlate, ...),
 # Tensor.unfold ...
@@ -158,6 +163,8 @@ TORCH_OP_CALLS = frozenset({torch._ops.OpOverload.__call__.__code__,
 NUMPY_WINDOWS = (np.lib.stride_tricks.sliding_window_view, np.convolve, np.correlate)
 SCIPY_WINDOWS = ("convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
                  "correlate2d")  # names in scipy.signal: _window_codes imports it when needed
+SKLEARN_WINDOWS = ("_extract_patches", "extract_patches_2d", "_compute_n_patches")  # in
+# sklearn.feature_extraction.image: strided patches, and the count of them
 NDIMAGE_WINDOWS = ("convolve", "correlate", "convolve1d", "correlate1d", "uniform_filter",
                    "uniform_filter1d", "maximum_filter", "maximum_filter1d", "minimum_filter",
                    "minimum_filter1d", "median_filter", "rank_filter", "percentile_filter",
@@ -175,9 +182,17 @@ NO_DISTRIBUTIONS = ("draw ε with torch.randn_like(mu) (or torch.randn): torch.d
 
 @functools.cache
 def _window_codes() -> frozenset:
-    """The code objects of ``NUMPY_WINDOWS``, ``SCIPY_WINDOWS`` and ``NDIMAGE_WINDOWS`` (scipy's
-    only where it is installed: imported on first use, outside the student's call)."""
+    """The code objects of ``NUMPY_WINDOWS``, ``SCIPY_WINDOWS``, ``NDIMAGE_WINDOWS`` and
+    ``SKLEARN_WINDOWS`` (scipy's and scikit-learn's only where installed: imported on first use,
+    outside the student's call)."""
     functions = list(NUMPY_WINDOWS)
+    try:
+        import sklearn.feature_extraction.image as patches
+    except ImportError:
+        pass
+    else:
+        functions += [getattr(patches, name) for name in SKLEARN_WINDOWS
+                      if hasattr(patches, name)]
     try:
         import scipy.ndimage
         import scipy.signal
@@ -271,7 +286,10 @@ class _Watch:
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
-            self.called = f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}"
+            self.called = (f"torch's meta-device shape rule {code.co_qualname} (a layer or op "
+                           "run on the meta device)"
+                           if code.co_filename == torch._meta_registrations.__file__ else
+                           f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}")
             self.forbidden = code.co_filename.startswith(tuple(self.forbid))
 
     def verdict(self) -> None:
@@ -640,6 +658,11 @@ def _stable_on_large_logits(fn, mean: bool = False) -> None:
         return per_image.mean().reshape(1) if mean else per_image
 
     want = reference(logits)
+    if got.shape == want.shape and not torch.isfinite(got).all():
+        raise _Problem("right on moderate logits, but inf or NaN on large ones (±40, ±150, ±1000), "
+                       "which a trained decoder gives far from its codes: in float32 e^ℓ "
+                       "overflows from ℓ ≈ 88.7, and σ(ℓ) rounds to exactly 0 or 1 — rewrite "
+                       "so that no step overflows or takes log 0 (log σ(ℓ) = −softplus(−ℓ))")
     if got.shape != want.shape or not _close(got, want, rtol=1e-4, atol=1e-2):
         raise _Problem("right on moderate logits but not on large ones (±40, ±150, ±1000), which a "
                        "trained decoder gives far from its codes: there sigmoid rounds to 0 or "
@@ -715,24 +738,42 @@ def _donut_edge_cases(fn) -> None:
                        "don't squeeze the batch axis away")
 
 
+# a loss off by the same amount whatever β and the KL: the reconstruction term is off
+RECONSTRUCTION_OFF = ("your loss is {}, so the reconstruction term is off, not the KL — an ε "
+                      "inside a log, or a sigmoid taken first? Work with the logits "
+                      "(log σ(ℓ) = −softplus(−ℓ))")
+
+
 def _vae_loss_no_floor(fn) -> None:
     """A latent at the prior for every image (μ = 0, logvar = 0: KL 0) must cost nothing: a
     floor λ under each latent's KL (free bits, notebook 03) adds β·λ per such latent. Run at
     β = 8 and compared with the reference loss to float32 rounding (2e-6 of the loss, at least
-    2e-4 nats), so a floor as small as 0.001 nats (8e-3 at β = 8) shows."""
+    2e-4 nats), so a floor as small as 0.001 nats (8e-3 at β = 8) shows; the same inputs at
+    β = 0 tell an offset that grows with β (a floor) from one in the reconstruction term (an ε
+    inside a log, say)."""
     logits, x = _image_inputs()
     mu, logvar = _gaussian_inputs()
     mu, logvar = mu.clone(), logvar.clone()
     mu[:, 0], logvar[:, 0] = 0.0, 0.0  # latent 1 sits at the prior for every image
-    out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
-                        mu.clone(), logvar.clone(), 8.0), "the loss")
-    ref = losses.vae_loss(logits, x, mu, logvar, beta=8.0)
-    if out.numel() == 1:
-        extra = float(out.detach().double().reshape(())) - float(ref.total.double())
-        if abs(extra) > max(2e-4, 2e-6 * abs(float(ref.total))):
-            raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss "
-                           f"is {extra:+.3g} nats off at β = 8 — a floor under each latent's KL "
-                           "(free bits) is not the β-VAE loss: charge each latent its own KL")
+
+    def offset(beta: float) -> float | None:
+        out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
+                            mu.clone(), logvar.clone(), beta), "the loss")
+        ref = losses.vae_loss(logits, x, mu, logvar, beta=beta).total
+        return (float(out.detach().double().reshape(())) - float(ref.double())
+                if out.numel() == 1 else None)
+
+    tolerance = max(2e-4, 2e-6 * abs(float(losses.vae_loss(logits, x, mu, logvar, 8.0).total)))
+    extra = offset(8.0)
+    if extra is None or abs(extra) <= tolerance:
+        return
+    at_zero = offset(0.0)
+    if at_zero is not None and abs(extra - at_zero) <= tolerance:
+        raise _Problem(RECONSTRUCTION_OFF.format(f"{extra:+.3g} nats off at β = 8 and the same "
+                                                 "at β = 0"))
+    raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss is "
+                   f"{extra:+.3g} nats off at β = 8 — a floor under each latent's KL (free "
+                   "bits) is not the β-VAE loss: charge each latent its own KL")
 
 
 def _vae_loss_other_sizes(fn) -> None:
@@ -796,6 +837,17 @@ def _vae_loss_beta_zero(fn) -> None:
     if out.numel() != 1 or not _close(out.detach().reshape(()), rec, rtol=1e-5, atol=1e-3):
         raise _Problem(f"{at_zero} the loss is off — β weighs only the KL term, so β = 0 "
                        "leaves the reconstruction term alone")
+    far = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
+                        30 * mu, logvar.clone(), 0.0), "the loss")  # a KL of about 1,000 nats
+    near = float(out.detach().double().reshape(())) - float(rec)
+    extra = float(far.detach().double().reshape(-1)[0]) - float(rec) if far.numel() == 1 else 1.0
+    tolerance = max(2e-4, 2e-6 * abs(float(rec)))
+    if abs(extra - near) > tolerance:
+        raise _Problem(f"{at_zero} your loss changes by {extra - near:+.3g} nats when the KL "
+                       "grows to about 1,000 nats (μ up to about ±60) — at β = 0 the KL term "
+                       "must weigh nothing: is β floored or clamped?")
+    if abs(near) > tolerance:
+        raise _Problem(RECONSTRUCTION_OFF.format(f"{near:+.3g} nats off at β = 0"))
     _same_gradient(out, leaves, lambda lg, m, lv: losses.vae_loss(lg, x, m, lv, beta=0.0).total,
                    nonfinite=f"{at_zero} the value is right but the gradient has NaN or inf "
                              "values — nothing may be divided by β, not even in a branch that "
@@ -1218,7 +1270,7 @@ def _is_number(out) -> bool:
     the notebook's ``f"{m:.3f}"`` can format; ``[m]`` or ``np.array([m])`` it cannot)."""
     if isinstance(out, (np.ndarray, torch.Tensor)):
         return out.ndim == 0
-    return isinstance(out, numbers.Real)
+    return isinstance(out, (numbers.Real, decimal.Decimal))  # a Decimal is no numbers.Real
 
 
 def _mig_of(out, per_factor: np.ndarray) -> float:

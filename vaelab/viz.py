@@ -566,7 +566,7 @@ def latent_scatter(model, images, labels=None, method: str = "auto",
 
 _TERM_TITLES = {
     "total": "total loss = reconstruction + β·KL",
-    "reconstruction": "reconstruction  −log p(x|z)",
+    "reconstruction": "reconstruction −log p(x|z)",
     "kl": "KL(q(z|x) ‖ p(z))",
 }
 
@@ -604,7 +604,7 @@ def training_curves(history, title: str | None = None, terms=None) -> Figure:
         ax.set_ylabel("nats per image")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend()
+        ax.legend(fontsize=8)  # in every panel: a reader need not carry the styles across
     stopped = getattr(history, "stopped", None) or (history.get("stopped")
                                                      if isinstance(history, dict) else None)
     if title or stopped:
@@ -829,14 +829,15 @@ def plot_mig_per_factor(result, title: str | None = None) -> Figure:
 
 
 def _factor_label(name: str, value: float) -> str:
-    """A factor value as a label: the shape's name, an angle in degrees, or two decimals."""
+    """A factor value as a label: the shape's name, an angle in degrees, or three significant
+    digits (0.625 stays 0.625, where two decimals would round it to 0.62)."""
     from .shapes import SHAPES
 
     if name == "shape":
         return SHAPES[int(value)]
     if name == "orientation":
         return f"{math.degrees(value):.0f}°"
-    return f"{value:.2f}"
+    return f"{value:.3g}"
 
 
 def plot_factors(grid="small", base=None, max_values: int = 10) -> Figure:
