@@ -217,7 +217,7 @@ def test_gaussian_kl_names_the_mistake(fn, message, capsys):
 # --- bernoulli_reconstruction ----------------------------------------------------------------
 
 REC_RIGHT = [
-    lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    lambda logits, x: _bce(logits, x)
     .sum(dim=(1, 2, 3)),
     lambda logits, x: -(x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits))
     .flatten(1).sum(1),
@@ -229,15 +229,15 @@ def test_bernoulli_reconstruction_passes(fn, capsys):
     passes(check.bernoulli_reconstruction, fn, capsys)
 
 
-def _bce(logits, x):
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+def _bce(logits, x):  # the Bernoulli NLL per pixel, by hand: the checker refuses torch's one call
+    return F.softplus(logits) - x * logits
 
 
 REC_WRONG = [
     (lambda logits, x: _bce(logits, x).flatten(1).mean(1), "averaged over pixels"),
     (lambda logits, x: -_bce(logits, x).flatten(1).sum(1), "wrong sign"),
     (lambda logits, x: _bce(torch.sigmoid(logits), x).flatten(1).sum(1),
-     "binary_cross_entropy_with_logits applies it itself"),
+     "the term takes the logits as they are"),
     (lambda logits, x: F.binary_cross_entropy(torch.sigmoid(torch.sigmoid(logits)), x,
                                               reduction="none").flatten(1).sum(1),
      "sigmoid applied twice"),
@@ -247,7 +247,7 @@ REC_WRONG = [
      "(1 − x)·log(1 − p) term is missing"),
     (lambda logits, x: F.binary_cross_entropy(logits, x, reduction="none").flatten(1).sum(1),
      "the decoder gives logits"),
-    (lambda logits, x: F.binary_cross_entropy_with_logits(logits, x), "you returned one number"),
+    (lambda logits, x: _bce(logits, x).mean(), "you returned one number"),
     (lambda logits, x: _bce(logits, x).flatten(1).sum(1).sum(), "summed over the batch too"),
     (lambda logits, x: _bce(logits, x), "sum over the pixels"),
     (lambda logits, x: -(x * logits.log() + (1 - x) * (1 - logits).log()).flatten(1).sum(1),
@@ -804,7 +804,7 @@ def test_outside_the_main_thread_the_checker_runs_without_a_time_limit(monkeypat
 
 def test_a_sum_with_keepdim_over_every_pixel_axis_passes_and_says_how_it_was_read(capsys):
     def rec(logits, x):  # (N, 1, 1, 1): summed over channel, height and width with keepdim
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(
+        return _bce(logits, x).sum(
             dim=(1, 2, 3), keepdim=True)
 
     ok, line = verdict(check.bernoulli_reconstruction, rec, capsys)
@@ -829,9 +829,9 @@ def test_reparameterize_rejects_noise_with_mean_0_and_variance_1_that_is_not_nor
 
 
 @pytest.mark.parametrize("fn", [
-    lambda lg, x: torch.tensor(F.binary_cross_entropy_with_logits(lg, x, reduction="none")
+    lambda lg, x: torch.tensor(_bce(lg, x)
                                .flatten(1).sum(1).detach().numpy(), requires_grad=True),
-    lambda lg, x: F.binary_cross_entropy_with_logits(lg, x, reduction="none").flatten(1).sum(1)
+    lambda lg, x: _bce(lg, x).flatten(1).sum(1)
     .detach().requires_grad_(),
     lambda lg, x: (F.softplus(lg) - x * lg.detach()).flatten(1).sum(1),  # the wrong gradient
 ], ids=["numpy-then-requires_grad", "detach-then-requires_grad", "a-constant-in-place"])
@@ -861,7 +861,7 @@ def test_gaussian_kl_refuses_torch_distributions_kl(capsys):
 
 def _vae_loss_with(rec_in, mu_in, lv_in):
     def fn(logits, x, mu, logvar, beta):
-        rec = F.binary_cross_entropy_with_logits(rec_in(logits), x, reduction="none")
+        rec = _bce(rec_in(logits), x)
         kl = 0.5 * (mu_in(mu) ** 2 + lv_in(logvar).exp() - logvar - 1)
         return (rec.flatten(1).sum(1) + beta * kl.sum(1)).mean()
     return fn
@@ -926,7 +926,7 @@ def test_vae_loss_breaking_on_large_logits_fails(capsys):
 
 def test_vae_loss_with_the_kl_averaged_over_latents_gets_that_hint(capsys):
     def fn(l, x, mu, lv, beta):
-        rec = F.binary_cross_entropy_with_logits(l, x, reduction="none").flatten(1).sum(1)
+        rec = _bce(l, x).flatten(1).sum(1)
         return (rec + beta * 0.5 * (mu ** 2 + lv.exp() - lv - 1).mean(1)).mean()
 
     ok, line = verdict(check.vae_loss, fn, capsys)
@@ -1043,10 +1043,10 @@ def test_conv_shapes_by_running_conv_layers_of_ones_own_fail(capsys):
 
 
 @pytest.mark.parametrize("fn", [
-    lambda l, x, mu, lv, beta: (F.binary_cross_entropy_with_logits(l, x, reduction="none")
+    lambda l, x, mu, lv, beta: (_bce(l, x)
                                 .flatten(1).sum(1).mean()
                                 + beta * (0.5 * (mu ** 2 + lv.exp() - lv - 1)).mean(1).mean() * 3),
-    lambda l, x, mu, lv, beta: (F.binary_cross_entropy_with_logits(l, x, reduction="none")
+    lambda l, x, mu, lv, beta: (_bce(l, x)
                                 .flatten(1).sum(1).mean()
                                 + beta * (0.5 * (mu ** 2 + lv.exp() - lv - 1)).sum(1)[1:].sum()
                                 / len(x)),
@@ -1266,11 +1266,11 @@ WINDOW_SHORTCUTS = [
     (lambda x, i, o, k: torch.ops.aten.conv2d.default(x, torch.zeros(o, i, k, k), None, [2, 2]),
      "torch's own conv2d.default"),
     (lambda x, i, o, k: F.avg_pool2d(x, k, 2), "torch's own avg_pool2d"),
-    (lambda x, i, o, k: F.max_pool2d(x, k, 2), "torch's own max_pool2d"),
-    (lambda x, i, o, k: nn.MaxPool2d(k, 2)(x), "torch's own max_pool2d"),  # runs the builtin
+    (lambda x, i, o, k: F.max_pool2d(x, k, 2), "torch's own _max_pool2d"),  # F's wrapper
+    (lambda x, i, o, k: nn.MaxPool2d(k, 2)(x), "torch's own _max_pool2d"),
     (_conv1d, "torch's own conv1d"),
     (_unfolded, "torch's own unfold"),
-    (_im2col, "torch's own im2col"),
+    (_im2col, "torch's own unfold"),  # F.unfold, the Python wrapper of im2col
     (_sliding_window_view, "numpy's own sliding_window_view"),
     (_numpy_1d(np.convolve), "numpy's own convolve"),
     (_numpy_1d(np.correlate), "numpy's own correlate"),
@@ -1341,7 +1341,7 @@ def test_calling_the_checkers_own_reference_computation_fails(capsys):
 
 
 def _squeezed_bce(l, x):  # (N, 28, 28) for N > 1, but (28, 28) for one image
-    return F.binary_cross_entropy_with_logits(l, x, reduction="none").squeeze()
+    return _bce(l, x).squeeze()
 
 
 @pytest.mark.parametrize("fn, expected", [
@@ -1574,8 +1574,7 @@ def test_bernoulli_reconstruction_with_logits_clamped_beyond_the_decoders_fails(
     from vaelab.exercises import check
 
     def clamped(logits, x):  # right up to ±160, wrong (and no gradient) beyond
-        return F.binary_cross_entropy_with_logits(
-            logits.clamp(-160, 160), x, reduction="none").flatten(1).sum(1)
+        return _bce(logits.clamp(-160, 160), x).flatten(1).sum(1)
 
     assert not check.bernoulli_reconstruction(clamped)
 
@@ -1752,7 +1751,7 @@ def test_bernoulli_reconstruction_refuses_vaelab_fast_s_version(call, capsys):
 
 def _vae_loss_with_free_bits(floor):
     def loss(logits, x, mu, logvar, beta):
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        rec = _bce(logits, x).flatten(1).sum(1)
         kl_per_unit = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
         return rec.mean() + beta * kl_per_unit.clamp(min=floor).sum()
     return loss
@@ -2011,7 +2010,7 @@ def test_donutness_with_an_eps_on_the_mean_ink_names_the_sum(capsys):
     lambda mu, lv: 0.5 * (mu ** 2 + lv.clamp(min=-7).exp() - 1 - lv.clamp(min=-7)).sum(1),
 ], ids=["variance-floor", "logvar-min-7"])
 def test_gaussian_kl_with_a_floor_near_minus_7_fails(kl, capsys):
-    fails(check.gaussian_kl, kl, "log-variances up to about ±12", capsys)
+    fails(check.gaussian_kl, kl, "log-variances from about −22 to 12", capsys)
 
 
 def test_gaussian_kl_with_an_eps_inside_the_log_is_named(capsys):
@@ -2088,3 +2087,60 @@ def _eps_in_the_log(logits, x):  # Keras's ε = 1e-7 inside both logs: about 0.0
 ], ids=["eps-in-log", "constant-offset", "beta-floored"])
 def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message, capsys):
     fails(check.vae_loss, fn, message, capsys)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda lg, x: F.binary_cross_entropy_with_logits(lg, x, reduction="none").flatten(1).sum(1),
+    lambda lg, x: nn.BCEWithLogitsLoss(reduction="none")(lg, x).flatten(1).sum(1),
+    lambda lg, x: -torch.distributions.Bernoulli(logits=lg, validate_args=False).log_prob(x)
+    .flatten(1).sum(1),
+], ids=["functional", "module", "bernoulli-log-prob"])
+def test_bernoulli_reconstruction_refuses_torch_one_call_answer(fn, capsys):
+    fails(check.bernoulli_reconstruction, fn, "binary_cross_entropy_with_logits is the answer "
+          "in one call", capsys)
+
+
+def _stratified(mu, logvar):  # one draw per stratum of the batch, per dimension
+    n = len(mu)
+    u = (torch.stack([torch.randperm(n) for _ in range(mu.shape[1])], 1)
+         + torch.rand(mu.shape)) / n
+    return mu + math.sqrt(2) * torch.erfinv(2 * u - 1) * std_of(logvar)
+
+
+def test_reparameterize_refuses_noise_stratified_over_the_batch(capsys):
+    fails(check.reparameterize, _stratified, "spread over the batch too evenly", capsys)
+
+
+def _nnapi_shapes(size=28):  # torch's private conv/pool shape helper for NNAPI
+    from torch.backends._nnapi.serializer import get_conv_pool_shape
+
+    class Args:
+        pad_t = pad_b = pad_l = pad_r = 0
+        stride_h = stride_w = 2
+        dilation_h = dilation_w = group = 1
+
+    shape, out = (1, 1, size, size), []
+    for c, k in ((32, 4), (64, 4), (128, 3)):
+        args = Args()
+        args.kernel_h = args.kernel_w = k
+        shape = get_conv_pool_shape(shape, args, c, False)
+        out.append(tuple(shape))
+    return out
+
+
+def test_conv_encoder_shapes_by_torch_private_shape_helper_fail(capsys):
+    assert _nnapi_shapes() == ENCODER
+    fails(check.conv_encoder_shapes, _nnapi_shapes, "torch's own get_conv_pool_shape", capsys)
+
+
+def test_conv_encoder_shapes_in_decimals_pass(capsys):
+    import decimal
+
+    def in_decimals(size=28):
+        n, out = decimal.Decimal(size), []
+        for c, k in ((32, 4), (64, 4), (128, 3)):
+            n = ((n - k) / 2).to_integral_value(decimal.ROUND_FLOOR) + 1
+            out.append((1, c, n, n))
+        return out
+
+    passes(check.conv_encoder_shapes, in_decimals, capsys)

@@ -23,7 +23,9 @@ While the student's function runs, the checker also makes sure that:
 * it writes the answer itself: a function that calls vaelab's own answer (any function of
   ``vaelab.losses``, ``vaelab.anchor`` or ``vaelab.metrics``, or ``models.reparameterize``)
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
-  given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the KL
+  given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the
+  reconstruction term refuses torch's ``binary_cross_entropy_with_logits`` (also through
+  ``nn.BCEWithLogitsLoss`` or a Bernoulli's ``log_prob``), the KL
   refuses ``torch.distributions``' closed form, the reparameterisation anything in
   ``torch.distributions`` (its ``rsample`` is the answer in one call), and the
   conv-shape exercises anything that slides a window over a tensor or array to get the sizes:
@@ -31,10 +33,11 @@ While the student's function runs, the checker also makes sure that:
   (``F.conv2d``, ``F.avg_pool2d``, ``F.max_pool2d``, ``torch.ops.aten.convolution``, ...),
   ``Tensor.unfold``, ``F.unfold``, numpy's ``sliding_window_view``, ``convolve`` and
   ``correlate``, ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
-  ``oaconvolve``, ``convolve2d`` and ``correlate2d``, and ``scipy.ndimage``'s filters (the
-  sizes are worked out from kernel and stride; printing the model to read them is fine). A
-  shortcut through some other private torch helper, or another library's window function, is
-  not caught.
+  ``oaconvolve``, ``convolve2d`` and ``correlate2d``, ``scipy.ndimage``'s filters,
+  scikit-learn's patch extraction, and any Python function inside torch whose name says conv,
+  pool or unfold (its shape helpers: the meta device's, TorchScript's, NNAPI's). The sizes are
+  worked out from kernel and stride; printing the model to read them is fine. Another library's
+  window function is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it), in the calling thread and in threads started
   during the call (``threading.setprofile``); while another profiler runs (``%prun``) that
@@ -141,7 +144,11 @@ class _TimeUp(BaseException):
 
 
 # torch's closed-form KL answers the KL exercise in one call (gaussian_kl forbids it; the
-# other exercises may use it)
+# other exercises may use it); so does its binary cross-entropy on logits (used directly, or
+# through nn.BCEWithLogitsLoss or a Bernoulli's log_prob) the reconstruction exercise
+TORCH_BCE_LOGITS = frozenset({inspect.unwrap(F.binary_cross_entropy_with_logits).__code__})
+NO_TORCH_BCE = ("torch's binary_cross_entropy_with_logits is the answer in one call: write the "
+                "term yourself from the identities in the hint")
 TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
@@ -170,6 +177,7 @@ NDIMAGE_WINDOWS = ("convolve", "correlate", "convolve1d", "correlate1d", "unifor
                    "minimum_filter1d", "median_filter", "rank_filter", "percentile_filter",
                    "generic_filter", "generic_filter1d", "gaussian_filter",
                    "gaussian_filter1d")  # scipy.ndimage's sliding-window filters
+TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 # describing a layer runs none: print(model) shows kernel and stride
 SHOWING = frozenset({"__repr__", "__str__", "extra_repr"})
 # ... and its distributions' rsample() answers the reparameterisation exercise in one call, so
@@ -207,16 +215,21 @@ def _window_codes() -> frozenset:
     return frozenset(code for code in codes if code is not None)
 
 
+def _forbids(code, extra: frozenset) -> bool:
+    """Whether ``extra`` (file paths, or code objects of single functions) forbids ``code``."""
+    return code in extra or code.co_filename.startswith(
+        tuple(e for e in extra if isinstance(e, str)))
+
+
 def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
     """Whether running ``code`` means running vaelab's own answer to an exercise (or a
-    function in ``extra_files``, which this exercise forbids too)."""
+    function in ``extra_files``, files or code objects, which this exercise forbids too)."""
     if code in GIVEN_CODES or code.co_name.startswith("<") or code.co_name in SHOWING:
         return False  # <module>, <lambda>, <genexpr>; and repr(layer)
     if code.co_filename == __file__ and code.co_qualname.startswith(("_Watch.", "_time_limit",
                                                                       "_tripwires")):
         return False  # the checker's own watch and time limit, ending the student's call
-    return (code in ANSWER_CODES or code.co_filename in ANSWER_FILES
-            or code.co_filename.startswith(tuple(extra_files)))
+    return code in ANSWER_CODES or code.co_filename in ANSWER_FILES or _forbids(code, extra_files)
 
 
 def _library(builtin) -> str:
@@ -238,6 +251,12 @@ def _window_op(frame, event: str, arg, codes: frozenset) -> str | None:
     elif event == "call" and frame.f_code in codes:  # np.convolve, scipy.signal.fftconvolve
         library = frame.f_globals.get("__name__", "").partition(".")[0]
         return f"{library}'s own {frame.f_code.co_name}"
+    elif event == "call" and frame.f_code.co_filename == torch._meta_registrations.__file__:
+        return (f"torch's meta-device shape rule {frame.f_code.co_name} (a layer or op run on "
+                "the meta device)") if WINDOW_OPS.search(frame.f_code.co_name) else None
+    elif event == "call" and frame.f_code.co_filename.startswith(TORCH_DIR):
+        library, name = "torch", frame.f_code.co_name  # its Python shape helpers, e.g.
+        # get_conv_pool_shape, pooling_output_shape, and F's Python wrappers
     else:
         return None
     return f"{library}'s own {name}" if WINDOW_OPS.search(name) else None
@@ -290,7 +309,7 @@ class _Watch:
                            "run on the meta device)"
                            if code.co_filename == torch._meta_registrations.__file__ else
                            f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}")
-            self.forbidden = code.co_filename.startswith(tuple(self.forbid))
+            self.forbidden = _forbids(code, self.forbid)
 
     def verdict(self) -> None:
         """Raise the failure if the student's function called one of vaelab's answers."""
@@ -610,19 +629,36 @@ def _gaussian_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return mu, logvar
 
 
+def _eps_in_log(out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> bool:
+    """Whether ``out`` is the KL with an ε inside the log, ½Σ(μ² + σ² − 1 − log(σ² + ε)), for
+    some ε from 1e-12 to 1e-3."""
+    var = logvar.double().exp()
+    return any(_close(out.double(), 0.5 * (mu.double() ** 2 + var - 1
+                                           - torch.log(var + 10.0 ** -k)).sum(1))
+               for k in range(3, 13))
+
+
+EPS_IN_LOG = ("an ε inside the log, log(σ² + ε), changes the KL where σ² is small — logvar "
+              "already is log σ²: use it as it is")
+
+
 def _any_latent_size(fn) -> None:
     """The KL must be right for another number of latents too (5, not the 3 of the main test),
-    so a constant such as the 3 of ``mean(1) * 3`` shows."""
+    so a constant such as the 3 of ``mean(1) * 3`` shows, and for log-variances down to −22
+    (σ² of 3e-10, where an ε of 1e-8 inside the log is 0.9 nats off per unit)."""
     g = torch.Generator().manual_seed(4)
     mu, logvar = torch.randn(6, 5, generator=g), 4 * torch.randn(6, 5, generator=g)
     # the draw alone spans −6.7 to 10.9; small and large apart, so e^12 hides no floor
     logvar[0], logvar[1] = torch.tensor([-12.0, -10.0, -8.0, -1.0, 0.5]), torch.linspace(8, 12, 5)
+    logvar[2] = torch.tensor([-22.0, -18.0, -15.0, -2.0, 0.0])
     out = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone(),
                         forbid=frozenset({TORCH_KL_FILE})), "the KL per image")
     if not _close(out.detach().reshape(-1), losses.kl_divergence(mu, logvar)):
+        if out.numel() == len(mu) and _eps_in_log(out.detach().reshape(-1), mu, logvar):
+            raise _Problem(EPS_IN_LOG)
         raise _Problem("right on the first inputs but not for 5 latent dimensions with "
-                       "log-variances up to about ±12 — sum over however many dimensions mu has "
-                       "(dim=1), with nothing written in or clamped")
+                       "log-variances from about −22 to 12 — sum over however many dimensions "
+                       "mu has (dim=1), with nothing written in or clamped")
 
 
 def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -889,14 +925,14 @@ def _bernoulli_variants(logits, x):
     def bce(prob):
         return F.binary_cross_entropy(prob, x, reduction="none").flatten(1).sum(1)
 
-    twice = "sigmoid applied twice — binary_cross_entropy_with_logits applies it itself"
+    twice = "sigmoid applied twice — the term takes the logits as they are"
     return [
         (ref / x[0].numel(), "you averaged over pixels; sum over pixels (nats per image)"),
         (-ref, "wrong sign — the loss is −log p(x|z), which is ≥ 0"),
         (F.binary_cross_entropy_with_logits(p, x, reduction="none").flatten(1).sum(1), twice),
         (bce(torch.sigmoid(p)), "sigmoid applied twice — the decoder's logits need one sigmoid"),
         (F.binary_cross_entropy_with_logits(x, logits, reduction="none").flatten(1).sum(1),
-         "arguments swapped — binary_cross_entropy_with_logits(logits, target)"),
+         "arguments swapped — the images are the targets, the logits the predictions"),
         ((p - x).square().flatten(1).sum(1),
          "that is the squared error (a Gaussian decoder); the Bernoulli term is a cross-entropy"),
         (-(x * p.log()).flatten(1).sum(1), "the (1 − x)·log(1 − p) term is missing"),
@@ -1081,6 +1117,21 @@ def _noise_scale(fn, mu: torch.Tensor, logvar: torch.Tensor) -> None:
                        "logvar")
     raise _Problem(f"z − μ is {c:.3g}·σ·ε, not σ·ε — nothing else scales the noise: check how "
                    "σ is built from logvar")
+
+
+def _not_stratified(e: torch.Tensor) -> None:
+    """Independent draws scatter around the normal distribution: the largest gap between the
+    empirical distribution of each dimension's ε over the batch and N(0, 1) is about
+    0.87/√n (Kolmogorov), below 0.2/√n with probability about 1e-11. Noise spread over the
+    batch by design (one draw per stratum, quasi-random points) sits far closer."""
+    n = e.shape[0]
+    u = torch.special.ndtr(e.double()).sort(0).values
+    expected = (torch.arange(n, dtype=torch.float64) + 0.5).unsqueeze(1) / n
+    gap = (u - expected).abs().max(0).values * math.sqrt(n)
+    if (gap < 0.2).any():
+        raise _Problem("ε is spread over the batch too evenly (stratified or quasi-random) — the "
+                       "rows must not depend on each other: one independent standard-normal "
+                       "draw per entry")
 
 
 def _reparam_large_sample(fn, rows: int = 100_000) -> None:
@@ -1410,6 +1461,7 @@ class Checks:
             raise _Problem("the latent dimensions share one ε — ε needs the shape of μ "
                            "(one draw per dimension)")
         _independent_rows(e)
+        _not_stratified(e)
         _noise_scale(fn, mu0, logvar0)
         _reparam_large_sample(fn)
         _reparam_gradient(z, mu, logvar)
@@ -1438,8 +1490,7 @@ class Checks:
                 with_eps = 0.5 * (mu ** 2 + logvar.exp() - 1
                                   - torch.log(logvar.exp() + eps)).sum(1)  # log(σ² + ε)
                 if eps > 0 and _close(out.detach(), with_eps, rtol=1e-3, atol=1e-6):
-                    raise _Problem("an ε inside the log, log(σ² + ε), makes the prior's KL "
-                                   "negative — logvar already is log σ²: use it as it is")
+                    raise _Problem(EPS_IN_LOG)
                 raise _Problem("some KLs came out negative — a KL divergence is never negative; "
                                "check the signs")
             if abs(out[0].item()) > 1e-4:  # the first image's posterior is the prior itself
@@ -1459,8 +1510,8 @@ class Checks:
         logits, x = _image_inputs()
         ref = losses.bernoulli_nll_per_image(logits, x)
         leaf = logits.clone().requires_grad_()
-        out = _tensor(_call(fn, "fn(logits, x)", leaf, x.clone()),
-                      "the reconstruction term per image")
+        out = _tensor(_call(fn, "fn(logits, x)", leaf, x.clone(), forbid=TORCH_BCE_LOGITS,
+                            refusal=NO_TORCH_BCE), "the reconstruction term per image")
         out, note = _per_image(out, ref, "−log p(x|z) per image",
                                "sum over the pixels (flatten(1).sum(1))")
         _finite(out, "log(0) somewhere? the decoder gives logits, and sigmoid rounds to 0 or 1 "
@@ -1725,10 +1776,12 @@ def _dedup(shapes: list[tuple]) -> list[tuple]:
 
 
 def _whole(d) -> bool:
-    """A size written as an int, numpy integer, whole float (np.floor gives 13.0) or a
-    one-number tensor holding one of these (torch.floor gives tensor(13.))."""
+    """A size written as an int, numpy integer, whole float (np.floor gives 13.0), whole
+    Decimal, or a one-number tensor holding one of these (torch.floor gives tensor(13.))."""
     if isinstance(d, torch.Tensor):
         return d.numel() == 1 and _whole(d.item())  # .item(): a bool or complex fails below
+    if isinstance(d, decimal.Decimal):  # not a numbers.Real
+        return d.is_finite() and d == d.to_integral_value()
     return (isinstance(d, numbers.Real) and not isinstance(d, bool)
             and math.isfinite(d) and float(d).is_integer())
 

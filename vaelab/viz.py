@@ -695,10 +695,26 @@ def _nice_step(span: float) -> float:
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
 
 
+def _label_spot(c: float, r_start: float, r_end: float, xlim, ylim,
+                points: np.ndarray) -> float | None:
+    """The rate at which to label the line rate + distortion = ``c``: the first of a few places
+    from its upper-left end that is at least 4 % of the frame inside every edge and 7 % away
+    from every point (``points`` in frame fractions); None if no place is."""
+    width, height = xlim[1] - xlim[0], ylim[1] - ylim[0]
+    for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        r = r_start + f * (r_end - r_start)
+        x, y = (r - xlim[0]) / width, (c - r - ylim[0]) / height
+        inside = 0.04 <= x <= 0.96 and 0.04 <= y <= 0.96
+        if inside and (len(points) == 0 or np.hypot(*(points - [x, y]).T).min() >= 0.07):
+            return r
+    return None
+
+
 def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
     """Dashed lines rate + distortion = c for round c across the frame, each labelled with c
-    (= −ELBO) on the line itself, near its upper-left end (turned along the line, on a white
-    patch, beneath the points); sets the axis limits to the points plus a margin."""
+    (= −ELBO) on the line itself, near its upper-left end but clear of the frame and the points
+    (turned along the line, on a white patch); sets the axis limits to the points plus a
+    margin."""
     pad_r, pad_d = 0.1 * (np.ptp(rate) or 1.0), 0.1 * (np.ptp(distortion) or 1.0)
     xlim = (max(0.0, rate.min() - pad_r), rate.max() + pad_r)
     ylim = (max(0.0, distortion.min() - pad_d), distortion.max() + pad_d)
@@ -712,9 +728,13 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
             seen.append((c, r_start, r_end))
     # the longest line says what the numbers are ("−ELBO = …"), so they don't read as ticks
     longest = max(range(len(seen)), key=lambda i: seen[i][2] - seen[i][1], default=-1)
+    width, height = xlim[1] - xlim[0], ylim[1] - ylim[0]
+    points = np.stack([(rate - xlim[0]) / width, (distortion - ylim[0]) / height], 1)
     for i, (c, r_start, r_end) in enumerate(seen):
-        r = r_start + 0.1 * (r_end - r_start)
-        ax.text(r, c - r, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=7,
+        spot = _label_spot(c, r_start, r_end, xlim, ylim, points)
+        if spot is None:
+            continue  # no place on this line clear of the frame and the points
+        ax.text(spot, c - spot, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=7.5,
                 color="0.3", ha="center", va="center", rotation=-45,
                 transform_rotates_text=True, rotation_mode="anchor", zorder=2,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8})
