@@ -1569,8 +1569,6 @@ def test_mig_from_mi_accepts_one_number_of_any_kind(scalar, capsys):
 
 
 def test_bernoulli_reconstruction_with_logits_clamped_beyond_the_decoders_fails():
-    import torch.nn.functional as F
-
     from vaelab.exercises import check
 
     def clamped(logits, x):  # right up to ±160, wrong (and no gradient) beyond

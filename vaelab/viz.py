@@ -699,15 +699,19 @@ def _label_spot(c: float, r_start: float, r_end: float, xlim, ylim,
                 points: np.ndarray) -> float | None:
     """The rate at which to label the line rate + distortion = ``c``: the first of a few places
     from its upper-left end that is at least 4 % of the frame inside every edge and 7 % away
-    from every point (``points`` in frame fractions); None if no place is."""
+    from every point (``points`` in frame fractions); failing that, the place farthest from the
+    points at least 2.5 % inside the frame; None if the line has no such place."""
     width, height = xlim[1] - xlim[0], ylim[1] - ylim[0]
-    for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+    fallback, farthest = None, -1.0
+    for f in np.linspace(0.1, 0.9, 17):
         r = r_start + f * (r_end - r_start)
         x, y = (r - xlim[0]) / width, (c - r - ylim[0]) / height
-        inside = 0.04 <= x <= 0.96 and 0.04 <= y <= 0.96
-        if inside and (len(points) == 0 or np.hypot(*(points - [x, y]).T).min() >= 0.07):
+        clear = np.hypot(*(points - [x, y]).T).min() if len(points) else 1.0
+        if 0.04 <= x <= 0.96 and 0.04 <= y <= 0.96 and clear >= 0.07:
             return r
-    return None
+        if 0.025 <= x <= 0.975 and 0.025 <= y <= 0.975 and clear > farthest:
+            fallback, farthest = r, clear
+    return fallback
 
 
 def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
