@@ -2092,7 +2092,10 @@ def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message,
     lambda lg, x: nn.BCEWithLogitsLoss(reduction="none")(lg, x).flatten(1).sum(1),
     lambda lg, x: -torch.distributions.Bernoulli(logits=lg, validate_args=False).log_prob(x)
     .flatten(1).sum(1),
-], ids=["functional", "module", "bernoulli-log-prob"])
+    lambda lg, x: torch.binary_cross_entropy_with_logits(lg, x, None, None, 0).flatten(1).sum(1),
+    lambda lg, x: torch.ops.aten.binary_cross_entropy_with_logits(lg, x, None, None, 0)
+    .flatten(1).sum(1),
+], ids=["functional", "module", "bernoulli-log-prob", "torch-builtin", "torch-ops"])
 def test_bernoulli_reconstruction_refuses_torch_one_call_answer(fn, capsys):
     fails(check.bernoulli_reconstruction, fn, "binary_cross_entropy_with_logits is the answer "
           "in one call", capsys)
@@ -2142,3 +2145,19 @@ def test_conv_encoder_shapes_in_decimals_pass(capsys):
         return out
 
     passes(check.conv_encoder_shapes, in_decimals, capsys)
+
+
+def _halves_rotated(mu, logvar):  # the second half repeats the first with its columns turned
+    e = torch.randn((len(mu) + 1) // 2, mu.shape[1])
+    return mu + torch.cat([e, e.roll(1, 1)])[:len(mu)] * std_of(logvar)
+
+
+def _pairs_rotated(mu, logvar):  # row 2k + 1 repeats row 2k with its columns turned
+    e = torch.randn((len(mu) + 1) // 2, mu.shape[1])
+    return mu + torch.stack([e, e.roll(1, 1)], 1).reshape(-1, mu.shape[1])[:len(mu)] * std_of(
+        logvar)
+
+
+@pytest.mark.parametrize("fn", [_halves_rotated, _pairs_rotated], ids=["halves", "pairs"])
+def test_reparameterize_refuses_rows_that_repeat_with_columns_turned(fn, capsys):
+    fails(check.reparameterize, fn, "other rows'", capsys)

@@ -147,6 +147,7 @@ class _TimeUp(BaseException):
 # other exercises may use it); so does its binary cross-entropy on logits (used directly, or
 # through nn.BCEWithLogitsLoss or a Bernoulli's log_prob) the reconstruction exercise
 TORCH_BCE_LOGITS = frozenset({inspect.unwrap(F.binary_cross_entropy_with_logits).__code__})
+TORCH_BCE_OPS = frozenset({"binary_cross_entropy_with_logits"})  # torch.*, torch.ops.aten.*
 NO_TORCH_BCE = ("torch's binary_cross_entropy_with_logits is the answer in one call: write the "
                 "term yourself from the identities in the hint")
 TORCH_KL_FILE = torch.distributions.kl.__file__
@@ -239,6 +240,17 @@ def _library(builtin) -> str:
     return module.partition(".")[0]
 
 
+def _torch_op_name(frame, event: str, arg) -> str | None:
+    """The name of the torch builtin (``torch.binary_cross_entropy_with_logits``) or
+    ``torch.ops`` op (``torch.ops.aten.binary_cross_entropy_with_logits.default``, without the
+    overload) that this profile event calls, else None."""
+    if event == "c_call" and _library(arg) == "torch":
+        return getattr(arg, "__name__", None)
+    if event == "call" and frame.f_code in TORCH_OP_CALLS:
+        return getattr(frame.f_locals.get("self"), "__name__", "").partition(".")[0] or None
+    return None
+
+
 def _window_op(frame, event: str, arg, codes: frozenset) -> str | None:
     """``"torch's own conv2d"``, ``"scipy's own fftconvolve"`` if this profile event runs an op
     that slides a window over a tensor or array (conv, correlation, pooling, unfold; ``codes``:
@@ -270,9 +282,10 @@ class _Watch:
     is one in ``forbid``."""
 
     def __init__(self, forbid: frozenset = frozenset(), windows: bool = False,
-                 refusal: str | None = None):
+                 refusal: str | None = None, ops: frozenset = frozenset()):
         self.called: str | None = None
         self.forbid = forbid
+        self.ops = ops  # names of torch builtins and torch.ops this exercise forbids too
         self.windows = windows
         self.refusal = refusal
         self.forbidden = False  # whether the function called is one in forbid
@@ -302,6 +315,10 @@ class _Watch:
             return
         if self.called is None and self.windows:
             self.called = _window_op(frame, event, arg, self._window_codes)
+        if self.called is None and self.ops:
+            name = _torch_op_name(frame, event, arg)
+            if name in self.ops:
+                self.called, self.forbidden = f"torch's own {name}", True
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
@@ -412,11 +429,11 @@ def _time_limit(seconds: float | None):
 
 
 def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: bool = False,
-          refusal: str | None = None):
+          refusal: str | None = None, ops: frozenset = frozenset()):
     """Call the student's function within the time limit, watching for calls into vaelab's
     answers (and the files in ``forbid``, named with ``refusal`` where one is given; with
     ``windows``, conv, pooling and unfold ops); turn its errors into one friendly line."""
-    watch = _Watch(forbid, windows, refusal)
+    watch = _Watch(forbid, windows, refusal, ops)
     try:
         with _time_limit(TIME_LIMIT_S), _tripwires() as tripped, watch:
             try:
@@ -744,13 +761,13 @@ def _one_image(fn, loss: bool = False) -> None:
 
 
 def _donut_edge_cases(fn) -> None:
-    """Each image is scored on its own ink: faint copies (ink × 0.001 and × 1e-6, the faintest
-    with total ink under 0.001, so only an eps far below that passes, and no floor) score as the
-    images do, a blank image beside inked ones still scores 0 while they keep their scores, and
-    a batch of one image works."""
+    """Each image is scored on its own ink: faint copies (ink × 0.001, × 1e-6 and × 1e-7, the
+    faintest with total ink 4e-5, so only an eps far below that passes, and no floor near that
+    ink) score as the images do, a blank image beside inked ones still scores 0 while they keep
+    their scores, and a batch of one image works."""
     donut, stick = anchor.donut_map()[None], anchor.stick_map()[None]
     x = torch.stack([torch.zeros_like(donut), donut, 0.001 * donut, stick, 1e-6 * donut,
-                     1e-6 * stick])
+                     1e-6 * stick, 1e-7 * donut])
     out = _tensor(_call(fn, "fn(x)", x.clone()), "the scores", numpy_ok=True)
     out, want = out.detach().reshape(-1).double(), anchor.donutness(x).double()
     if out.shape != want.shape:
@@ -760,7 +777,7 @@ def _donut_edge_cases(fn) -> None:
         raise _Problem("with a blank image in the batch the scores change — score each image "
                        "on its own ink: the blank one 0, the others as without it")
     for i, (scale, name) in {2: ("0.001", "donut"), 4: ("1e-6", "donut"),
-                             5: ("1e-6", "stick")}.items():
+                             5: ("1e-6", "stick"), 6: ("1e-7", "donut")}.items():
         if abs(out[i] - want[i]) > 1e-3:
             raise _Problem(f"a faint copy of the {name} map (ink × {scale}) scores "
                            f"{out[i]:.3f}, not {want[i]:.3f} like the map itself — divide by "
@@ -960,15 +977,16 @@ def _donut_variants(x, ref):
 
 def _independent_rows(e: torch.Tensor) -> None:
     """The standardised noise ``e`` (N, L) of ``reparameterize`` must be drawn afresh for every
-    row: neighbouring rows, and the two halves of the batch, uncorrelated (about 0 ± 0.014)."""
-    rows = e.abs().round(decimals=6)
+    row: no row a copy of another up to sign and order of its entries, and neighbouring rows,
+    and the two halves of the batch, uncorrelated in every pair of columns (about 0 ± 0.014)."""
+    rows = e.abs().round(decimals=6).sort(dim=1).values  # a row mirrored or its columns turned
     if len(torch.unique(rows, dim=0)) < len(rows):
-        raise _Problem("some rows' ε repeat (or mirror) other rows' — every row needs its own "
-                       "independent draw: torch.randn_like(mu)")
+        raise _Problem("some rows' ε repeat (or mirror, or reorder) other rows' — every row needs "
+                       "its own independent draw: torch.randn_like(mu)")
     half = len(e) // 2
-    pairs = torch.stack([torch.corrcoef(torch.stack([a[:, j], b[:, j]]))[0, 1]
+    pairs = torch.stack([torch.corrcoef(torch.stack([a[:, i], b[:, j]]))[0, 1]
                          for a, b in ((e[0::2], e[1::2]), (e[:half], e[half:2 * half]))
-                         for j in range(e.shape[1])])
+                         for i in range(e.shape[1]) for j in range(e.shape[1])])
     if pairs.abs().max() > 0.1:
         raise _Problem("the rows' ε are related (shared or mirrored between rows) — every "
                        "row needs its own independent draw: torch.randn_like(mu)")
@@ -1511,7 +1529,8 @@ class Checks:
         ref = losses.bernoulli_nll_per_image(logits, x)
         leaf = logits.clone().requires_grad_()
         out = _tensor(_call(fn, "fn(logits, x)", leaf, x.clone(), forbid=TORCH_BCE_LOGITS,
-                            refusal=NO_TORCH_BCE), "the reconstruction term per image")
+                            refusal=NO_TORCH_BCE, ops=TORCH_BCE_OPS),
+                      "the reconstruction term per image")
         out, note = _per_image(out, ref, "−log p(x|z) per image",
                                "sum over the pixels (flatten(1).sum(1))")
         _finite(out, "log(0) somewhere? the decoder gives logits, and sigmoid rounds to 0 or 1 "

@@ -677,13 +677,14 @@ def _sweep_table(result, needs: tuple[str, ...]):
 
 
 def _beta_colours(betas) -> dict:
-    """A colour per β, from dark to light in order of β on a log scale (viridis, minus its
-    palest yellows so every point shows on white); β = 0 sits one step below the smallest β > 0."""
+    """A colour per β, in order of β on a log scale, from dark purple through red to yellow
+    (plasma, minus its palest yellows so every point shows on white): neighbouring βs differ in
+    hue, not only in lightness; β = 0 sits one step below the smallest β > 0."""
     betas = sorted({float(b) for b in betas})
     logs = [math.log(b) if b > 0 else math.log(min([c for c in betas if c > 0], default=1)) - 1
             for b in betas]
     lo, hi = min(logs), max(logs)
-    cmap = colormaps["viridis"]
+    cmap = colormaps["plasma"]
     return {b: cmap(0.85 * (v - lo) / (hi - lo) if hi > lo else 0.4)
             for b, v in zip(betas, logs, strict=True)}
 
@@ -738,10 +739,10 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
         spot = _label_spot(c, r_start, r_end, xlim, ylim, points)
         if spot is None:
             continue  # no place on this line clear of the frame and the points
-        ax.text(spot, c - spot, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=7.5,
-                color="0.3", ha="center", va="center", rotation=-45,
+        ax.text(spot, c - spot, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=8,
+                color="0.25", ha="center", va="center", rotation=-45,
                 transform_rotates_text=True, rotation_mode="anchor", zorder=2,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8})
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 2.5})  # the − clear
     ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
