@@ -717,9 +717,9 @@ def _label_spot(c: float, r_start: float, r_end: float, xlim, ylim,
 
 def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
     """Dashed lines rate + distortion = c for round c across the frame, each labelled with c
-    (= −ELBO) on the line itself, near its upper-left end but clear of the frame and the points
-    (turned along the line, on a white patch); sets the axis limits to the points plus a
-    margin."""
+    (= −ELBO, as the legend entry says) on the line itself, near its upper-left end but clear
+    of the frame and the points (turned along the line, on a white patch); sets the axis
+    limits to the points plus a margin."""
     pad_r, pad_d = 0.1 * (np.ptp(rate) or 1.0), 0.1 * (np.ptp(distortion) or 1.0)
     xlim = (max(0.0, rate.min() - pad_r), rate.max() + pad_r)
     ylim = (max(0.0, distortion.min() - pad_d), distortion.max() + pad_d)
@@ -731,18 +731,16 @@ def _equal_elbo_lines(ax, rate: np.ndarray, distortion: np.ndarray) -> None:
         r_start, r_end = max(xlim[0], c - ylim[1]), min(xlim[1], c - ylim[0])
         if r_end - r_start >= 0.05 * (xlim[1] - xlim[0]):  # else only a corner: no room
             seen.append((c, r_start, r_end))
-    # the longest line says what the numbers are ("−ELBO = …"), so they don't read as ticks
-    longest = max(range(len(seen)), key=lambda i: seen[i][2] - seen[i][1], default=-1)
+    # the numbers are −ELBO, as the legend entry below says; on the lines they read as no ticks
     width, height = xlim[1] - xlim[0], ylim[1] - ylim[0]
     points = np.stack([(rate - xlim[0]) / width, (distortion - ylim[0]) / height], 1)
-    for i, (c, r_start, r_end) in enumerate(seen):
+    for c, r_start, r_end in seen:
         spot = _label_spot(c, r_start, r_end, xlim, ylim, points)
         if spot is None:
             continue  # no place on this line clear of the frame and the points
-        ax.text(spot, c - spot, f"−ELBO = {c:g}" if i == longest else f"{c:g}", fontsize=8,
-                color="0.25", ha="center", va="center", rotation=-45,
-                transform_rotates_text=True, rotation_mode="anchor", zorder=2,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 2.5})  # the − clear
+        ax.text(spot, c - spot, f"{c:g}", fontsize=8, color="0.25", ha="center", va="center",
+                rotation=-45, transform_rotates_text=True, rotation_mode="anchor", zorder=2,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
     ax.plot([], [], ls="--", lw=0.8, color="grey", label="equal ELBO;\nlabels: −ELBO")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
