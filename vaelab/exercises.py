@@ -35,17 +35,19 @@ While the student's function runs, the checker also makes sure that:
   ``correlate``, ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
   ``oaconvolve``, ``convolve2d`` and ``correlate2d``, ``scipy.ndimage``'s filters,
   scikit-learn's patch extraction, and any Python function inside torch whose name says conv,
-  pool or unfold (its shape helpers: the meta device's, TorchScript's, NNAPI's). The sizes are
-  worked out from kernel and stride; printing the model to read them is fine. Another library's
-  window function is not caught.
+  pool or unfold (its shape helpers: the meta device's, TorchScript's, NNAPI's; and torch.fx's
+  ``calculate_out_dimension``). The sizes are worked out from kernel and stride; printing the
+  model to read them is fine. Another library's window function is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
   reference answers are computed outside it), in the calling thread and in threads started
   during the call (``threading.setprofile``); while another profiler runs (``%prun``) that
   hook stands aside. During the call, too, vaelab's answer functions run a tripwire instead of
   their code (``_tripwires``), which catches a call from any thread, also one started before
   the check. Not caught: torch's own functions (conv layers, ``torch.distributions``) called
-  from a thread started before the check, another process, or vaelab's source copied and run
-  with ``exec``;
+  from a thread started before the check, another process, TorchScript (a traced or scripted
+  function runs its graph in C++, past the hook and the tripwires), vaelab's source copied
+  and run with ``exec``, or a function object built on an answer's code object
+  (``types.FunctionType``) and called from a thread started before the check;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
   stops the cell: KeyboardInterrupt passes through);
 * each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
@@ -148,11 +150,10 @@ class _TimeUp(BaseException):
 # through nn.BCEWithLogitsLoss or a Bernoulli's log_prob) the reconstruction exercise
 TORCH_BCE_LOGITS = frozenset({
     inspect.unwrap(F.binary_cross_entropy_with_logits).__code__,
-    inspect.unwrap(F.multilabel_soft_margin_loss).__code__,  # the same loss, averaged over pixels
-    # torch's Python decompositions and references of its ops (torch._decomp, torch._refs)
-    os.path.join(os.path.dirname(torch.__file__), "_decomp") + os.sep,
-    os.path.join(os.path.dirname(torch.__file__), "_refs") + os.sep})
-TORCH_BCE_OPS = frozenset({"binary_cross_entropy_with_logits"})  # torch.*, torch.ops.aten.*
+    inspect.unwrap(F.multilabel_soft_margin_loss).__code__})  # the same loss, a mean over pixels
+# ... and under these names anywhere in torch: its builtins, torch.ops, and the Python
+# decompositions and references of torch._decomp and torch._refs
+TORCH_BCE_OPS = frozenset({"binary_cross_entropy_with_logits", "multilabel_soft_margin_loss"})
 NO_TORCH_BCE = ("torch's binary cross-entropy on logits (binary_cross_entropy_with_logits, and "
                 "multilabel_soft_margin_loss, its mean over pixels) is the answer in one call: "
                 "write the term yourself from the identities in the hint")
@@ -160,10 +161,12 @@ TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
 VAELAB_MODELS = frozenset({models.__file__, fast.__file__, nn.modules.conv.__file__,
-                           torch._meta_registrations.__file__,  # its conv shape helper
-                           # TorchScript's shape functions (conv2d, pooling_output_shape), found
-                           # without importing them: the import warns that torch.jit is deprecated
-                           importlib.util.find_spec("torch.jit._shape_functions").origin})
+                           # TorchScript's shape functions (conv2d, pooling_output_shape) and
+                           # torch.fx's calculate_out_dimension, found without importing them (the
+                           # import warns that torch.jit is deprecated)
+                           importlib.util.find_spec("torch.jit._shape_functions").origin,
+                           importlib.util.find_spec(
+                               "torch.fx.experimental.graph_gradual_typechecker").origin})
 # ... and so does any op that slides a window over a tensor: conv, correlation and pooling
 # builtins (F.conv2d, F.avg_pool2d, torch.max_pool2d, im2col, numpy's C correlate, ...),
 # Tensor.unfold ...
@@ -247,13 +250,16 @@ def _library(builtin) -> str:
 
 
 def _torch_op_name(frame, event: str, arg) -> str | None:
-    """The name of the torch builtin (``torch.binary_cross_entropy_with_logits``) or
-    ``torch.ops`` op (``torch.ops.aten.binary_cross_entropy_with_logits.default``, without the
-    overload) that this profile event calls, else None."""
+    """The name of the torch builtin (``torch.binary_cross_entropy_with_logits``), ``torch.ops``
+    op (``torch.ops.aten.binary_cross_entropy_with_logits.default``, without the overload) or
+    Python function inside torch (a decomposition in ``torch._decomp``) that this profile event
+    calls, else None."""
     if event == "c_call" and _library(arg) == "torch":
         return getattr(arg, "__name__", None)
     if event == "call" and frame.f_code in TORCH_OP_CALLS:
         return getattr(frame.f_locals.get("self"), "__name__", "").partition(".")[0] or None
+    if event == "call" and frame.f_code.co_filename.startswith(TORCH_DIR):
+        return frame.f_code.co_name
     return None
 
 
