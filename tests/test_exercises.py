@@ -2163,3 +2163,19 @@ def _pairs_rotated(mu, logvar):  # row 2k + 1 repeats row 2k with its columns tu
 @pytest.mark.parametrize("fn", [_halves_rotated, _pairs_rotated], ids=["halves", "pairs"])
 def test_reparameterize_refuses_rows_that_repeat_with_columns_turned(fn, capsys):
     fails(check.reparameterize, fn, "other rows'", capsys)
+
+
+def test_conv_encoder_shapes_by_fold_counting_blocks_fail(capsys):
+    import re as _re
+
+    def fold_message(size=28):  # nn.Fold's error names the number of sliding blocks
+        n, out = size, []
+        for c, k in ((32, 4), (64, 4), (128, 3)):
+            try:
+                nn.Fold((n, n), k, stride=2)(torch.zeros(1, k * k, 1))
+            except RuntimeError as e:
+                n = int(_re.search(r"sliding blocks (\d+) \*", str(e)).group(1))
+            out.append((1, c, n, n))
+        return out
+
+    fails(check.conv_encoder_shapes, fold_message, "fold", capsys)
