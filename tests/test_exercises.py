@@ -2179,3 +2179,15 @@ def test_conv_encoder_shapes_by_fold_counting_blocks_fail(capsys):
         return out
 
     fails(check.conv_encoder_shapes, fold_message, "fold", capsys)
+
+
+@pytest.mark.parametrize("when", [lambda lg: lg.detach().abs().max() > 16, lambda lg: len(lg) == 1],
+                         ids=["large-logits", "one-image"])
+def test_bernoulli_reconstruction_refuses_torch_bce_kept_for_the_hard_inputs(when, capsys):
+    def fallback(logits, x):  # the naive form, and torch's one call where it would break
+        if when(logits):
+            return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        p = torch.sigmoid(logits)
+        return -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).flatten(1).sum(1)
+
+    fails(check.bernoulli_reconstruction, fallback, "is the answer in one call", capsys)
