@@ -337,10 +337,7 @@ class _Watch:
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
-            self.called = (f"torch's meta-device shape rule {code.co_qualname} (a layer or op "
-                           "run on the meta device)"
-                           if code.co_filename == torch._meta_registrations.__file__ else
-                           f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}")
+            self.called = f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}"
             self.forbidden = _forbids(code, self.forbid)
 
     def verdict(self) -> None:
