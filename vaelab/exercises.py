@@ -24,8 +24,9 @@ While the student's function runs, the checker also makes sure that:
   ``vaelab.losses``, ``vaelab.anchor`` or ``vaelab.metrics``, or ``models.reparameterize``)
   fails, and the line names the function it called. Torch and numpy are fine, and so are the
   given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the
-  reconstruction term refuses torch's ``binary_cross_entropy_with_logits`` (also through
-  ``nn.BCEWithLogitsLoss`` or a Bernoulli's ``log_prob``), the KL
+  reconstruction term refuses torch's ``binary_cross_entropy_with_logits`` under any of its
+  names (also through ``nn.BCEWithLogitsLoss``, a Bernoulli's ``log_prob`` or
+  ``multilabel_soft_margin_loss``), the KL
   refuses ``torch.distributions``' closed form, the reparameterisation anything in
   ``torch.distributions`` (its ``rsample`` is the answer in one call), and the
   conv-shape exercises anything that slides a window over a tensor or array to get the sizes:
@@ -35,7 +36,7 @@ While the student's function runs, the checker also makes sure that:
   ``correlate``, ``scipy.signal``'s ``convolve``, ``correlate``, ``fftconvolve``,
   ``oaconvolve``, ``convolve2d`` and ``correlate2d``, ``scipy.ndimage``'s filters,
   scikit-learn's patch extraction, and any Python function inside torch whose name says conv,
-  pool or unfold (its shape helpers: the meta device's, TorchScript's, NNAPI's; and torch.fx's
+  pool, fold or unfold (its shape helpers: the meta device's, TorchScript's, NNAPI's; and torch.fx's
   ``calculate_out_dimension``). The sizes are worked out from kernel and stride; printing the
   model to read them is fine. Another library's window function is not caught.
   A ``sys.setprofile`` hook watches the calls during the student's call only (the checker's own
@@ -1115,20 +1116,13 @@ def _seeded_draws(fn, mu: torch.Tensor, logvar: torch.Tensor, seed: int):
     the standard-normal draws of ``mu``'s shape each of those seeds gives first (torch's
     ``randn``, numpy's ``randn``/``standard_normal``/``normal(0, 1)``); every generator's state
     is put back afterwards."""
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            random.seed(seed)
-            z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            draws = [torch.randn(mu.shape).double(),
-                     torch.from_numpy(np.random.standard_normal(tuple(mu.shape)))]
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
+        torch.manual_seed(seed)
+        z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
+    with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
+        torch.manual_seed(seed)
+        draws = [torch.randn(mu.shape).double(),
+                 torch.from_numpy(np.random.standard_normal(tuple(mu.shape)))]
     return z, draws
 
 
