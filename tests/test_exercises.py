@@ -1648,7 +1648,31 @@ def test_switching_the_watch_off_fails(capsys):
         return losses.bernoulli_nll_per_image(logits, x)
 
     assert not check.bernoulli_reconstruction(sneaky)
-    assert "vaelab's own bernoulli_nll_per_image" in capsys.readouterr().out  # the tripwire
+    assert "sys.setprofile, which switches the checker's watch off" in capsys.readouterr().out
+    assert sys.getprofile() is None  # nothing left behind
+
+
+def test_a_copy_of_an_answer_run_with_the_watch_switched_off_fails(capsys):
+    import sys
+    import types
+
+    from vaelab import losses
+    from vaelab.exercises import check
+
+    # a function object on vaelab's own code object, which the tripwires do not replace
+    copy = types.FunctionType(losses.vae_loss.__code__, dict(vars(losses)), "vae_loss",
+                              losses.vae_loss.__defaults__)
+
+    def toggled(logits, x, mu, logvar, beta):
+        previous = sys.getprofile()
+        sys.setprofile(None)
+        try:
+            return copy(logits, x, mu, logvar, beta).total
+        finally:
+            sys.setprofile(previous)  # puts the watch back before the check ends
+
+    assert not check.vae_loss(toggled)
+    assert "sys.setprofile, which switches the checker's watch off" in capsys.readouterr().out
     assert sys.getprofile() is None  # nothing left behind
 
 
@@ -1663,6 +1687,10 @@ REPARAM_NAMED = [
     (lambda mu, logvar: mu + 0.1 + torch.randn_like(mu) * std_of(logvar),
      "plus a constant"),
     (lambda mu, logvar: mu + 1 + torch.randn_like(mu) * std_of(logvar), "plus a constant"),
+    (lambda mu, logvar: mu + torch.randn_like(mu), "it is the noise ε alone"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * torch.exp(2 * logvar), "grows like σ⁴"),
+    (lambda mu, logvar: (mu + torch.randn_like(mu) * std_of(logvar)).squeeze(),
+     "keep both axes (no squeeze)"),
 ]
 
 
@@ -1732,6 +1760,16 @@ def _donut_with(floor=None, eps=1e-8):
                                             (None, 4e-4), (None, 1e-5)])
 def test_donutness_refuses_a_floor_or_an_eps_that_changes_faint_images(floor, eps, capsys):
     fails(check.donutness, _donut_with(floor, eps), "faint copy", capsys)
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-7, float(torch.finfo(torch.float32).eps), 3e-7])
+def test_donutness_accepts_a_common_small_eps_on_the_sum(eps, capsys):
+    ok, line = verdict(check.donutness, _donut_with(None, eps), capsys)
+    assert ok, line
+
+
+def test_donutness_names_the_eps_bound_when_an_eps_is_too_large(capsys):
+    fails(check.donutness, _donut_with(None, 1e-6), "below about 4e-7", capsys)
 
 
 @pytest.mark.parametrize("eps", [1e-8, 1e-9])
@@ -1999,7 +2037,7 @@ def test_donutness_with_an_eps_on_the_mean_ink_names_the_sum(capsys):
         return ((x * anchor.donut_map()).mean((1, 2, 3))
                 - (x * anchor.stick_map()).mean((1, 2, 3))) / ink
 
-    fails(check.donutness, on_mean, "its sum over pixels, not its mean", capsys)
+    fails(check.donutness, on_mean, "an eps on a mean is 784 times larger", capsys)
 
 
 @pytest.mark.parametrize("kl", [
@@ -2097,8 +2135,12 @@ def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message,
     .flatten(1).sum(1),
     lambda lg, x: F.multilabel_soft_margin_loss(lg.flatten(1), x.flatten(1), reduction="none")
     * x[0].numel(),
+    lambda lg, x: F.cross_entropy(torch.stack([torch.zeros_like(lg), lg], 1).flatten(2),
+                                  torch.stack([1 - x, x], 1).flatten(2), reduction="none").sum(1),
+    lambda lg, x: nn.CrossEntropyLoss(reduction="none")(
+        torch.stack([-lg / 2, lg / 2], 1).flatten(2), torch.stack([1 - x, x], 1).flatten(2)).sum(1),
 ], ids=["functional", "module", "bernoulli-log-prob", "torch-builtin", "torch-ops",
-        "multilabel-soft-margin"])
+        "multilabel-soft-margin", "cross-entropy-soft-targets", "cross-entropy-module"])
 def test_bernoulli_reconstruction_refuses_torch_one_call_answer(fn, capsys):
     fails(check.bernoulli_reconstruction, fn, "is the answer in one call", capsys)
 
