@@ -45,7 +45,7 @@ test: $(STAMP)
 ## Run the notebooks in full mode and store their outputs (a few minutes each).
 notebooks: $(STAMP)
 	for nb in notebooks/[0-9]*.ipynb; do \
-		VAELAB_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		VAELAB_QUICK=0 VAELAB_CLAIMS=enforce $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
 	done
 	$(BIN)/python tools/clean_notebooks.py notebooks/[0-9]*.ipynb

@@ -638,7 +638,7 @@ def _top2(mi):
     (lambda mi, e: [[0.1, 0.2]], "return one number, the mean over factors"),
     (lambda mi, e: 0.5, "got 0.5000 on a made-up 4 × 3 matrix"),
     (lambda mi, e: float(mi[:, :3].shape == (4, 3)) * mig_sorted(mi, e),
-     "right on the made-up matrix but 0.0000 instead of 0.448"),
+     "right on the made-up matrix but 0.000000 instead of 0.448"),
 ])
 def test_mig_from_mi_names_the_mistake(fn, message, capsys):
     fails(check.mig_from_mi, fn, message, capsys)
@@ -1609,7 +1609,16 @@ def test_reparameterize_with_wrong_gradient_values_says_so(capsys):
 
     assert not check.reparameterize(offset)
     out = capsys.readouterr().out
-    assert "wrong values" in out and "don't flow" not in out
+    assert "the gradient to logvar is not ½·(z − μ)" in out and "don't flow" not in out
+
+
+@pytest.mark.parametrize("digits", [2, 3, 4])
+def test_mig_from_mi_rounded_is_named(digits, capsys):
+    def rounded(mi, entropy):
+        top = np.sort(mi, axis=0)[::-1]
+        return round(float(((top[0] - top[1]) / entropy).mean()), digits)
+
+    fails(check.mig_from_mi, rounded, f"rounded to {digits} decimals", capsys)
 
 
 def test_mig_from_mi_that_transposes_a_wide_matrix_fails():
@@ -1674,6 +1683,30 @@ def test_a_copy_of_an_answer_run_with_the_watch_switched_off_fails(capsys):
     assert not check.vae_loss(toggled)
     assert "sys.setprofile, which switches the checker's watch off" in capsys.readouterr().out
     assert sys.getprofile() is None  # nothing left behind
+
+
+def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
+    """z drawn with a generator the check does not seed (so its exact-ε test does not apply)."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda mu, logvar: (mu + shift_in_z
+                               + (shift_in_eps + torch.randn(mu.shape, generator=g))
+                               * std_of(logvar))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_reparameterize_refuses_noise_with_a_small_mean(seed, capsys):
+    fails(check.reparameterize, _private_noise(shift_in_eps=0.03, seed=seed),
+          "ε must have mean 0", capsys)
+
+
+def test_reparameterize_names_a_small_constant_added_to_z(capsys):
+    fails(check.reparameterize, _private_noise(shift_in_z=0.005),
+          "nothing added to z besides μ + σ·ε", capsys)
+
+
+def test_reparameterize_accepts_noise_from_a_private_generator(capsys):
+    ok, line = verdict(check.reparameterize, _private_noise(), capsys)
+    assert ok, line
 
 
 REPARAM_NAMED = [

@@ -54,7 +54,7 @@ While the student's function runs, the checker also makes sure that:
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
   no seeded generator draws) look at neighbouring rows and the two halves of the batch, not
   at every pair of rows, and cannot tell from a normal a noise within about 0.05 excess
-  kurtosis of it, or a scale within about 1 %;
+  kurtosis of it, a scale within about 1 %, or a mean within about 0.015 σ;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
   stops the cell: KeyboardInterrupt passes through);
 * each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
@@ -1206,7 +1206,8 @@ def _reparam_large_sample(fn, rows: int = 100_000) -> None:
     (5.4 standard errors; a scale of 1.02 is 9 away), excess kurtosis 0 within 0.05 (5.6
     standard errors; a sum of 12 uniforms has −0.1), and a mean per dimension that is not
     exactly 0 nor a spread exactly 1 (noise centred or rescaled over the batch has them to
-    rounding; a normal sample's mean has standard error 0.003)."""
+    rounding) but within 0.016 of 0 (5 standard errors: a normal sample's mean has standard
+    error 0.003, so noise with a mean of 0.04 is 13 away)."""
     mu, logvar = torch.zeros(rows, 3), torch.zeros(rows, 3)
     z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar), "z").detach().double()
     where = f"with μ = 0 and σ = 1 (logvar = 0) in {rows:,} rows"
@@ -1214,6 +1215,11 @@ def _reparam_large_sample(fn, rows: int = 100_000) -> None:
             float(z.std()) - 1) < 1e-7:  # an honest draw: each about 1e-11 likely
         raise _Problem(f"{where}, z has a mean of exactly 0 or a spread of exactly 1 — ε is "
                        "centred or rescaled over the batch; use each draw from N(0, 1) as it is")
+    centre = z.mean(0)
+    if (centre.abs() > 0.016).any():
+        raise _Problem(f"{where}, z's mean per dimension is "
+                       f"{', '.join(f'{v:.3f}' for v in centre.tolist())}, not 0 — ε must have "
+                       "mean 0, and z = μ + σ·ε adds nothing else to μ")
     spread = z.std(0)
     if ((spread - 1).abs() > 0.012).any():
         raise _Problem(f"{where}, z's standard deviation per dimension is "
@@ -1247,6 +1253,10 @@ def _reparam_gradient(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
         if d.abs().max() <= 1e-6 and any(o.abs().max() > 1e-6 for o in got):
             raise _Problem(f"no gradient reaches {name} (the other input gets its gradient) — "
                            f"build z from {name} itself, with no .detach() or .data on it")
+    if any(d.abs().max() > 1e-6 for d in got) and _close(got[0], want[0], atol=1e-3):
+        raise _Problem("∂z/∂μ is 1, but the gradient to logvar is not ½·(z − μ) — is σ built "
+                       "from logvar exactly (nothing added, clamped or squashed), and is "
+                       "nothing added to z besides μ + σ·ε?")
     if any(d.abs().max() > 1e-6 for d in got):  # gradients arrive, with the wrong values
         raise _Problem("gradients reach μ and logvar, but with the wrong values (∂z/∂μ must be "
                        "1) — is σ built from logvar exactly, with nothing added, clamped or "
@@ -1444,6 +1454,14 @@ def _mig_random_input() -> tuple[str, np.ndarray, np.ndarray]:
     return (f"a {n_latents} × {n_factors} matrix drawn at random", mi, entropy)
 
 
+def _mig_not_rounded(got: float, want: float) -> None:
+    """Name a right MIG rounded before it is returned (``round(mig, 4)``)."""
+    for digits in range(1, 7):
+        if got == round(want, digits) != 0:
+            raise _Problem(f"got {got!r}, the MIG {want:.8f} rounded to {digits} decimals — "
+                           "return it unrounded; the notebook rounds it only when it prints")
+
+
 def _mig_other_sizes(fn) -> None:
     """The MIG must be right for other numbers of latents and factors than the 4 × 3 and 5 × 3
     matrices (so a 3 written in shows), where two latents tie for a factor's top, and for a
@@ -1454,13 +1472,14 @@ def _mig_other_sizes(fn) -> None:
         want, got = float(gaps.mean()), _call_mig(fn, mi, entropy)
         if math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6):
             continue
+        _mig_not_rounded(got, want)
         if math.isclose(got, float(gaps.sum() / 3), rel_tol=1e-4):
             raise _Problem(f"got {got:.4f} instead of {want:.4f} on {where}: you divided by "
                            "3, the number of factors of the first matrices — average over "
                            "however many factors mi has")
         raise _Problem(_mig_tie_message(got, mi, entropy, want, where)
-                       or f"right on the 4 × 3 and 5 × 3 matrices but {got:.4f} instead of "
-                       f"{want:.4f} on {where} — does your function assume a number of "
+                       or f"right on the 4 × 3 and 5 × 3 matrices but {got:.6f} instead of "
+                       f"{want:.6f} on {where} — does your function assume a number of "
                        "latents or factors?")
 
 
@@ -1752,6 +1771,7 @@ class Checks:
         if not math.isfinite(out):
             raise _Problem(f"got {out} — divide by the entropies (all positive), nothing else")
         if not math.isclose(out, ref, rel_tol=1e-4, abs_tol=1e-6):
+            _mig_not_rounded(out, ref)
             for value, message in _mig_variants(mi, entropy):
                 if math.isclose(out, float(value), rel_tol=1e-4, abs_tol=1e-6):
                     raise _Problem(message)
@@ -1762,9 +1782,10 @@ class Checks:
         got = _call_mig(fn, known.mi, known.entropy)
         where = "metrics.mutual_info_gap's 5 × 3 matrix of a small code"
         if not math.isclose(got, known.mig, rel_tol=1e-4, abs_tol=1e-6):
+            _mig_not_rounded(got, known.mig)
             raise _Problem(_mig_tie_message(got, known.mi, known.entropy, known.mig, where)
-                           or f"right on the made-up matrix but {got:.4f} instead of "
-                           f"{known.mig:.4f} on {where} — does your function assume a shape or "
+                           or f"right on the made-up matrix but {got:.6f} instead of "
+                           f"{known.mig:.6f} on {where} — does your function assume a shape or "
                            "a value?")
         _mig_other_sizes(fn)
         return ("the top-two gap of each factor over its entropy, averaged over factors — "
