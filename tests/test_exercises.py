@@ -1685,6 +1685,17 @@ def test_a_copy_of_an_answer_run_with_the_watch_switched_off_fails(capsys):
     assert sys.getprofile() is None  # nothing left behind
 
 
+@pytest.mark.parametrize("lag", [2, 3, 2500])
+def test_reparameterize_refuses_rows_correlated_at_a_distance(lag, capsys):
+    def related(mu, logvar):
+        e = torch.randn_like(mu)
+        mixed = e.clone()
+        mixed[lag:] = 0.6 * e[:-lag] + 0.8 * e[lag:]
+        return mu + mixed * std_of(logvar)
+
+    fails(check.reparameterize, related, f"rows {lag} apart are correlated", capsys)
+
+
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
     """z drawn with a generator the check does not seed (so its exact-ε test does not apply)."""
     g = torch.Generator().manual_seed(seed)
@@ -2176,6 +2187,36 @@ def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message,
         "multilabel-soft-margin", "cross-entropy-soft-targets", "cross-entropy-module"])
 def test_bernoulli_reconstruction_refuses_torch_one_call_answer(fn, capsys):
     fails(check.bernoulli_reconstruction, fn, "is the answer in one call", capsys)
+
+
+@pytest.mark.parametrize("route", ["partial", "map"])
+def test_torch_one_call_answer_reached_from_c_is_refused(route, capsys):
+    """functools.partial and map call the builtin from C, past the profile hook."""
+    import functools
+
+    def fn(logits, x):
+        bce = torch.binary_cross_entropy_with_logits
+        if route == "partial":
+            out = functools.partial(bce, weight=None, pos_weight=None, reduction=0)(logits, x)
+        else:
+            (out,) = map(bce, [logits], [x], [None], [None], [0])
+        return out.flatten(1).sum(1)
+
+    fails(check.bernoulli_reconstruction, fn, "torch's own binary_cross_entropy_with_logits",
+          capsys)
+
+
+def test_a_conv_reached_from_c_is_refused_in_the_shape_exercise(capsys):
+    import functools
+
+    def by_partial(size):
+        conv, x, shapes = functools.partial(F.conv2d, stride=2), torch.zeros(1, 1, size, size), []
+        for c_in, c_out, k in [(1, 32, 4), (32, 64, 4), (64, 128, 3)]:
+            x = conv(x, torch.zeros(c_out, c_in, k, k))
+            shapes.append(tuple(x.shape))
+        return shapes
+
+    fails(check.conv_encoder_shapes, by_partial, "torch's own conv2d", capsys)
 
 
 def _stratified(mu, logvar):  # one draw per stratum of the batch, per dimension

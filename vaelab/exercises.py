@@ -52,9 +52,11 @@ While the student's function runs, the checker also makes sure that:
   function runs its graph in C++, past the hook and the tripwires), vaelab's source copied
   and run with ``exec``, or a function object built on a renamed copy of an answer's code
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
-  no seeded generator draws) look at neighbouring rows and the two halves of the batch, not
-  at every pair of rows, and cannot tell from a normal a noise within about 0.05 excess
-  kurtosis of it, a scale within about 1 %, or a mean within about 0.015 σ;
+  is not one direct draw of torch's or numpy's normal generator) look for linear correlation
+  between rows at any distance up to half the batch, not for other dependence between rows,
+  and cannot tell from a normal a noise within about 0.05 excess kurtosis of it (a
+  standardised sum of many uniforms), a scale within about 1 %, or a mean within about
+  0.015 σ;
 * ``exit()`` / ``sys.exit()`` inside it is a failure, not the end of the kernel (Ctrl-C still
   stops the cell: KeyboardInterrupt passes through);
 * each call ends within ``TIME_LIMIT_S`` seconds (an endless loop is stopped and named). The
@@ -247,8 +249,9 @@ def _is_answer(code, extra_files: frozenset = frozenset()) -> bool:
     if code in GIVEN_CODES or code.co_name.startswith("<") or code.co_name in SHOWING:
         return False  # <module>, <lambda>, <genexpr>; and repr(layer)
     if code.co_filename == __file__ and code.co_qualname.startswith(("_Watch.", "_time_limit",
-                                                                      "_tripwires")):
-        return False  # the checker's own watch and time limit, ending the student's call
+                                                                      "_tripwires",
+                                                                      "_TorchCalls.")):
+        return False  # the checker's own watches and time limit, around the student's call
     return code in ANSWER_CODES or code.co_filename in ANSWER_FILES or _forbids(code, extra_files)
 
 
@@ -449,19 +452,42 @@ def _time_limit(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
+class _TorchCalls(torch.overrides.TorchFunctionMode):
+    """Notes the first torch function the student's call reaches that ``refused(name)`` refuses,
+    however it is reached: the profile hook sees a builtin only when Python calls it directly,
+    while this mode sees it also when C code does (``functools.partial``, ``map``)."""
+
+    def __init__(self, refused):
+        super().__init__()
+        self.refused = refused
+        self.called: str | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if self.called is None and self.refused(name):
+            self.called = name
+        return func(*args, **(kwargs or {}))
+
+
 def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: bool = False,
           refusal: str | None = None, ops: frozenset = frozenset()):
     """Call the student's function within the time limit, watching for calls into vaelab's
     answers (and the files in ``forbid``, named with ``refusal`` where one is given; with
     ``windows``, conv, pooling and unfold ops); turn its errors into one friendly line."""
     watch = _Watch(forbid, windows, refusal, ops)
+    torch_calls = _TorchCalls(lambda name: name in ops
+                              or bool(windows and WINDOW_OPS.search(name)))
     try:
         with _time_limit(TIME_LIMIT_S), _tripwires() as tripped, watch:
             try:
-                out = fn(*args)
+                with torch_calls:
+                    out = fn(*args)
             finally:
                 if tripped and watch.called is None:  # a call the profile hook did not see
                     watch.called = f"vaelab's own {tripped[0]}"
+                if torch_calls.called and watch.called is None:  # ... or one made from C
+                    watch.called = f"torch's own {torch_calls.called}"
+                    watch.forbidden = True
     except NotImplementedError as e:
         raise _NotWritten from e
     except _TimeUp:
@@ -1017,10 +1043,24 @@ def _donut_variants(x, ref):
     ]
 
 
+def _lagged_correlations(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``r[k, i, j]``, the correlation of column i at row t with column j at row t + k, for
+    every lag k from 0 to N/2 (by FFT), and the number of row pairs behind each lag."""
+    n = len(e)
+    x = (e.double() - e.double().mean(0)) / e.double().std(0)
+    f = torch.fft.rfft(x, n=2 * n, dim=0)  # zero-padded: no wrap-around
+    lags = n // 2 + 1
+    summed = torch.fft.irfft(f.conj()[:, :, None] * f[:, None, :], n=2 * n, dim=0)[:lags]
+    pairs = (n - torch.arange(lags)).double()
+    return summed / pairs[:, None, None], pairs
+
+
 def _independent_rows(e: torch.Tensor) -> None:
     """The standardised noise ``e`` (N, L) of ``reparameterize`` must be drawn afresh for every
-    row: no row a copy of another up to sign and order of its entries, and neighbouring rows,
-    and the two halves of the batch, uncorrelated in every pair of columns (about 0 ± 0.014)."""
+    row: no row a copy of another up to sign and order of its entries, neighbouring rows and
+    the two halves of the batch uncorrelated in every pair of columns (about 0 ± 0.014), and
+    no correlation between any two rows at any distance up to N/2, in any pair of columns,
+    beyond 6.5 standard errors (a right answer crosses that about once in 200,000 checks)."""
     rows = e.abs().round(decimals=6).sort(dim=1).values  # a row mirrored or its columns turned
     if len(torch.unique(rows, dim=0)) < len(rows):
         raise _Problem("some rows' ε repeat (or mirror, or reorder) other rows' — every row needs "
@@ -1032,6 +1072,14 @@ def _independent_rows(e: torch.Tensor) -> None:
     if pairs.abs().max() > 0.1:
         raise _Problem("the rows' ε are related (shared or mirrored between rows) — every "
                        "row needs its own independent draw: torch.randn_like(mu)")
+    r, counts = _lagged_correlations(e)
+    r[0] -= torch.eye(e.shape[1], dtype=r.dtype)  # a column with itself at lag 0
+    score = r.abs() * counts.sqrt()[:, None, None]  # in standard errors
+    if score.max() > 6.5:
+        lag = int(score.amax(dim=(1, 2)).argmax())
+        raise _Problem(f"the rows' ε are related: rows {lag} apart are correlated "
+                       f"({float(r[lag].abs().max()):.2f}) — every row needs its own "
+                       "independent draw: torch.randn_like(mu)")
 
 
 def _reparam_inputs(n: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
