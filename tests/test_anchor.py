@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vaelab import VAE, evaluate
-from vaelab.anchor import anchor_kl, anchor_prior_mean, donut_map, donutness, stick_map
+from vaelab.anchor import anchor_kl, anchor_prior_mean, donut_map, donutness, ink_shares, stick_map
 from vaelab.losses import kl_divergence, vae_loss
 
 
@@ -78,6 +78,11 @@ def test_donutness_is_a_difference_of_ink_shares():
     got = donutness(x)
     assert got.shape == (5,)
     torch.testing.assert_close(got, want)
+    on_donut, on_stick = ink_shares(x)
+    torch.testing.assert_close(on_donut - on_stick, got)
+    torch.testing.assert_close(on_donut, (ink * donut_map().flatten()).sum(1) / ink.sum(1))
+    blank = ink_shares(torch.zeros(2, 1, 28, 28))
+    assert all(torch.equal(share, torch.zeros(2)) for share in blank)
     torch.testing.assert_close(donutness(0.3 * x), got)     # shares: brightness does not matter
     assert donutness(torch.zeros(2, 1, 28, 28)).eq(0).all()  # a blank image: 0, not NaN
 

@@ -1696,6 +1696,14 @@ def test_reparameterize_refuses_rows_correlated_at_a_distance(lag, capsys):
     fails(check.reparameterize, related, f"rows {lag} apart are correlated", capsys)
 
 
+def test_reparameterize_refuses_noise_masked_out_of_some_entries(capsys):
+    def masked(mu, logvar):  # a draw before the noise, and 1 % of the entries left at μ
+        keep = torch.rand_like(mu) > 0.01
+        return mu + torch.randn_like(mu) * keep * std_of(logvar)
+
+    fails(check.reparameterize, masked, "z equals μ exactly in", capsys)
+
+
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
     """z drawn with a generator the check does not seed (so its exact-ε test does not apply)."""
     g = torch.Generator().manual_seed(seed)

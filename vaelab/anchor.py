@@ -53,6 +53,13 @@ def donutness(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     highest and ones lowest (measured in notebook 06); a blank image scores 0 (``eps`` keeps
     0/0 away).
     """
+    on_donut, on_stick = ink_shares(x, eps)
+    return on_donut - on_stick
+
+
+def ink_shares(x: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the shares of its ink on the donut map and on the stick map, each ``(N,)``
+    in [0, 1] (0 for a blank image); ``donutness`` is their difference."""
     if isinstance(x, torch.Tensor) and x.dim() == 2:
         raise ValueError(f"x must have shape (N, 1, H, H); got {tuple(x.shape)} — for one "
                          "image use x.view(1, 1, 28, 28)")
@@ -64,7 +71,7 @@ def donutness(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     total = ink.sum(1) + eps
     donut = donut_map(x.shape[-1]).to(x).flatten()
     stick = stick_map(x.shape[-1]).to(x).flatten()
-    return (ink @ donut - ink @ stick) / total
+    return ink @ donut / total, ink @ stick / total
 
 
 def anchor_prior_mean(x: torch.Tensor, anchor_rate: float, latent_dim: int) -> torch.Tensor:

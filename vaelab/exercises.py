@@ -52,8 +52,8 @@ While the student's function runs, the checker also makes sure that:
   function runs its graph in C++, past the hook and the tripwires), vaelab's source copied
   and run with ``exec``, or a function object built on a renamed copy of an answer's code
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
-  is not one direct draw of torch's or numpy's normal generator) look for linear correlation
-  between rows at any distance up to half the batch, not for other dependence between rows,
+  is not the first draw of torch's or numpy's global normal generator) look for linear
+  correlation between rows at any distance up to half the batch, not for other dependence,
   and cannot tell from a normal a noise within about 0.05 excess kurtosis of it (a
   standardised sum of many uniforms), a scale within about 1 %, or a mean within about
   0.015 σ;
@@ -1568,6 +1568,11 @@ class Checks:
         if _close(zd, mu0.double()):
             raise _Problem("z equals μ — no noise was added: a sample of N(μ, σ²) varies "
                            "around μ")
+        stuck = int((zd == mu0.double()).sum())
+        if stuck > 3:  # σ ≥ 0.5 here: an honest draw leaves an entry exactly at μ about once
+            # in 10 million (|ε| below float32's rounding of μ)
+            raise _Problem(f"z equals μ exactly in {stuck} of {z.numel():,} entries — every "
+                           "entry needs its own noise, none left out or masked")
         third = _tensor(_call(fn, "fn(mu, logvar)", mu0.clone(), logvar0.clone()), "z")
         if (torch.equal(z.detach(), again.detach()) or torch.equal(z.detach(), third.detach())
                 or torch.equal(again.detach(), third.detach())):
