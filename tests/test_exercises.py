@@ -1501,8 +1501,9 @@ def test_conv_shape_hints_print_the_part_not_the_whole_model(checker, fn, part, 
     (lambda mu, lv: mu.mean(0) + torch.randn_like(mu) * std_of(lv), "each row's own μ"),
     (lambda mu, lv: mu.roll(1, 0) + torch.randn_like(mu) * std_of(lv), "each row's own μ"),
     (lambda mu, lv: mu + torch.randn_like(mu) * torch.exp(0.5 * lv.mean(0)),
-     "each row's own logvar"),
-    (lambda mu, lv: mu + torch.randn_like(mu) * std_of(lv.roll(1, 0)), "each row's own logvar"),
+     "Row i of z must use row i of logvar"),
+    (lambda mu, lv: mu + torch.randn_like(mu) * std_of(lv.roll(1, 0)),
+     "Row i of z must use row i of logvar"),
 ], ids=["mu-batch-mean", "mu-rolled", "logvar-batch-mean", "logvar-rolled"])
 def test_reparameterize_refuses_z_built_from_other_rows_and_says_so(fn, expected, capsys):
     fails(check.reparameterize, fn, expected, capsys)
@@ -1704,6 +1705,27 @@ def test_reparameterize_refuses_noise_masked_out_of_some_entries(capsys):
     fails(check.reparameterize, masked, "z equals μ exactly in", capsys)
 
 
+def test_reparameterize_refuses_noise_that_points_away_from_the_batch_median(capsys):
+    def away(mu, logvar):  # |ε| with the sign of μ − median: z − μ rises with μ
+        side = torch.sign(mu - mu.median(0).values + 1e-6 * torch.randn_like(mu))
+        return mu + torch.randn_like(mu).abs() * side * std_of(logvar)
+
+    fails(check.reparameterize, away, "each row's own μ", capsys)
+
+
+def test_scipys_correlation_lags_is_refused_in_the_shape_exercise(capsys):
+    import scipy.signal
+
+    def by_lags(size):
+        shapes, n = [], size
+        for channels, k in [(32, 4), (64, 4), (128, 3)]:
+            n = len(scipy.signal.correlation_lags(n, k, mode="valid")[::2])
+            shapes.append((1, channels, n, n))
+        return shapes
+
+    fails(check.conv_encoder_shapes, by_lags, "scipy's own correlation_lags", capsys)
+
+
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
     """z drawn with a generator the check does not seed (so its exact-ε test does not apply)."""
     g = torch.Generator().manual_seed(seed)
@@ -1858,7 +1880,7 @@ REPARAM_EXACT = [
     (lambda mu, logvar: mu + 0.01 + torch.randn_like(mu) * std_of(logvar), "plus a constant"),
     (lambda mu, logvar: mu + torch.randn_like(mu) + std_of(logvar), "σ is added to the noise"),
     (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 0.01), "1.01·σ·ε"),
-    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 1e-3), "differs slightly"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 1e-3), "differs from σ·ε"),
 ]
 
 
