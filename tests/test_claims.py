@@ -130,3 +130,8 @@ def test_below_is_strict_for_less_than(full_mode, capsys):
     assert "claim needs < 1.00" in capsys.readouterr().out
     with pytest.raises(claims.ClaimError, match="claim needs < 1"):
         claims.expect("less time", 1.0, below=1.0)  # the same time is not less
+
+
+def test_bounds_can_print_finer_than_the_value(full_mode, capsys):
+    expect("ELBO gained, nats", 1.62, at_least=1.55, fmt="{:.1f}", bound_fmt="{:.2f}")
+    assert capsys.readouterr().out == "✓ ELBO gained, nats: 1.6 (claim needs ≥ 1.55)\n"

@@ -1603,9 +1603,11 @@ def test_reparameterize_with_logvar_clamped_fails_far_out(clamp, capsys):
 def test_reparameterize_with_wrong_gradient_values_says_so(capsys):
     from vaelab.exercises import check
 
-    def offset(mu, logvar):  # values almost right, but ∂z/∂logvar is not ½·σ·ε (noise drawn
-        # in another order, so the exact comparison with torch's default draw does not apply)
-        noise = torch.randn(mu.shape[1], mu.shape[0]).T
+    generator = torch.Generator().manual_seed(5)
+
+    def offset(mu, logvar):  # values almost right, but ∂z/∂logvar is not ½·σ·ε (noise from a
+        # generator the check does not seed, so no exact comparison applies)
+        noise = torch.randn(mu.shape, generator=generator)
         return mu + noise * (torch.exp(0.5 * logvar) + 1e-3)
 
     assert not check.reparameterize(offset)
@@ -1724,6 +1726,18 @@ def test_scipys_correlation_lags_is_refused_in_the_shape_exercise(capsys):
         return shapes
 
     fails(check.conv_encoder_shapes, by_lags, "scipy's own correlation_lags", capsys)
+
+
+@pytest.mark.parametrize("draw", ["float64", "transposed"])
+def test_reparameterize_compares_other_first_draws_of_torch_exactly(draw, capsys):
+    def scaled(mu, logvar):
+        if draw == "float64":
+            e = torch.randn(mu.shape, dtype=torch.float64)
+        else:
+            e = torch.randn(mu.shape[1], mu.shape[0]).T
+        return mu + 1.008 * e * std_of(logvar)
+
+    fails(check.reparameterize, scaled, "1.01·σ·ε", capsys)
 
 
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):

@@ -48,10 +48,13 @@ def _enforced() -> bool:
 
 
 def expect(claim: str, value, *, at_least=None, at_most=None, above=None, below=None,
-           fmt: str = "{:.3g}", enforce: bool | None = None) -> float:
+           fmt: str = "{:.3g}", bound_fmt: str | None = None,
+           enforce: bool | None = None) -> float:
     """Check ``at_least ≤ value ≤ at_most`` (any bound may be left out; ``above`` and ``below``:
     the strict ``value > above`` and ``value < below``, for "more than" and "less than"), print
     one line that states the claim with its number, and return ``value`` as a float.
+    ``bound_fmt`` (default: ``fmt``) prints the bounds, where they need more digits than the
+    value (a quoted "1.6" checked as at least 1.55).
 
     ``enforce`` (default: with ``VAELAB_CLAIMS=enforce``, in full mode, on the embedded subset)
     makes a failed claim raise ``ClaimError``.
@@ -60,15 +63,16 @@ def expect(claim: str, value, *, at_least=None, at_most=None, above=None, below=
         raise ValueError("expect() needs a bound: at_least=..., at_most=..., above=..., "
                          "below=...")
     value = float(value)
+    shown_bound = fmt if bound_fmt is None else bound_fmt
     bounds = []
     if at_least is not None:
-        bounds.append(f"≥ {fmt.format(check_number(at_least, 'at_least'))}")
+        bounds.append(f"≥ {shown_bound.format(check_number(at_least, 'at_least'))}")
     if above is not None:
-        bounds.append(f"> {fmt.format(check_number(above, 'above'))}")
+        bounds.append(f"> {shown_bound.format(check_number(above, 'above'))}")
     if at_most is not None:
-        bounds.append(f"≤ {fmt.format(check_number(at_most, 'at_most'))}")
+        bounds.append(f"≤ {shown_bound.format(check_number(at_most, 'at_most'))}")
     if below is not None:
-        bounds.append(f"< {fmt.format(check_number(below, 'below'))}")
+        bounds.append(f"< {shown_bound.format(check_number(below, 'below'))}")
     holds = (math.isfinite(value) and (at_least is None or value >= at_least)
              and (above is None or value > above) and (at_most is None or value <= at_most)
              and (below is None or value < below))

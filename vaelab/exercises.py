@@ -1181,15 +1181,20 @@ def _name_offset(dev: torch.Tensor, sigma: torch.Tensor) -> None:
 def _seeded_draws(fn, mu: torch.Tensor, logvar: torch.Tensor, seed: int):
     """``fn(mu, logvar)`` run with torch's, numpy's and Python's global generators seeded, and
     the standard-normal draws of ``mu``'s shape each of those seeds gives first (torch's
-    ``randn``, numpy's ``randn``/``standard_normal``/``normal(0, 1)``); every generator's state
-    is put back afterwards."""
+    ``randn`` in float32 or float64, or transposed; numpy's ``randn``/``standard_normal``/
+    ``normal(0, 1)``); every generator's state is put back afterwards."""
     with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
         torch.manual_seed(seed)
         z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
-    with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
-        torch.manual_seed(seed)
-        draws = [torch.randn(mu.shape).double(),
-                 torch.from_numpy(np.random.standard_normal(tuple(mu.shape)))]
+    first_draws = (lambda: torch.randn(mu.shape),
+                   lambda: torch.randn(mu.shape, dtype=torch.float64),
+                   lambda: torch.randn(tuple(mu.shape)[::-1]).T,
+                   lambda: torch.from_numpy(np.random.standard_normal(tuple(mu.shape))))
+    draws = []
+    for draw in first_draws:
+        with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
+            torch.manual_seed(seed)
+            draws.append(draw().double())
     return z, draws
 
 
