@@ -1688,7 +1688,7 @@ def test_a_copy_of_an_answer_run_with_the_watch_switched_off_fails(capsys):
     assert sys.getprofile() is None  # nothing left behind
 
 
-@pytest.mark.parametrize("lag", [2, 3, 2500])
+@pytest.mark.parametrize("lag", [2, 3, 2500, 9000])
 def test_reparameterize_refuses_rows_correlated_at_a_distance(lag, capsys):
     def related(mu, logvar):
         e = torch.randn_like(mu)

@@ -53,7 +53,8 @@ While the student's function runs, the checker also makes sure that:
   and run with ``exec``, or a function object built on a renamed copy of an answer's code
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
   is not the first draw of torch's or numpy's global normal generator) look for linear
-  correlation between rows at any distance up to half the batch, not for other dependence,
+  correlation between rows at any distance (below about 0.05 between neighbouring rows or
+  between latent dimensions it is not seen), not for other dependence,
   and cannot tell from a normal a noise within about 0.05 excess kurtosis of it (a
   standardised sum of many uniforms), a scale within about 1 %, or a mean within about
   0.015 σ;
@@ -1046,11 +1047,12 @@ def _donut_variants(x, ref):
 
 def _lagged_correlations(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``r[k, i, j]``, the correlation of column i at row t with column j at row t + k, for
-    every lag k from 0 to N/2 (by FFT), and the number of row pairs behind each lag."""
+    every lag k that leaves at least 200 row pairs (by FFT), and the number of pairs behind
+    each lag."""
     n = len(e)
     x = (e.double() - e.double().mean(0)) / e.double().std(0)
     f = torch.fft.rfft(x, n=2 * n, dim=0)  # zero-padded: no wrap-around
-    lags = n // 2 + 1
+    lags = max(n - 200, 1)
     summed = torch.fft.irfft(f.conj()[:, :, None] * f[:, None, :], n=2 * n, dim=0)[:lags]
     pairs = (n - torch.arange(lags)).double()
     return summed / pairs[:, None, None], pairs
@@ -1060,8 +1062,8 @@ def _independent_rows(e: torch.Tensor) -> None:
     """The standardised noise ``e`` (N, L) of ``reparameterize`` must be drawn afresh for every
     row: no row a copy of another up to sign and order of its entries, neighbouring rows and
     the two halves of the batch uncorrelated in every pair of columns (about 0 ± 0.014), and
-    no correlation between any two rows at any distance up to N/2, in any pair of columns,
-    beyond 6.5 standard errors (a right answer crosses that about once in 200,000 checks)."""
+    no correlation between rows at any distance that leaves 200 pairs, in any pair of columns,
+    beyond 6.5 standard errors (a right answer crosses that about once in 100,000 checks)."""
     rows = e.abs().round(decimals=6).sort(dim=1).values  # a row mirrored or its columns turned
     if len(torch.unique(rows, dim=0)) < len(rows):
         raise _Problem("some rows' ε repeat (or mirror, or reorder) other rows' — every row needs "
