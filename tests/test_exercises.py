@@ -1740,6 +1740,16 @@ def test_reparameterize_compares_other_first_draws_of_torch_exactly(draw, capsys
     fails(check.reparameterize, scaled, "1.01·σ·ε", capsys)
 
 
+@pytest.mark.parametrize("floor", [0.05, 0.5, 1.0])
+def test_vae_loss_refuses_a_floor_under_the_total_kl(floor, capsys):
+    def free_nats(logits, x, mu, logvar, beta):  # PlaNet's "free nats" on the batch's KL
+        reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
+        return reconstruction.flatten(1).sum(1).mean() + beta * kl.mean().clamp(min=floor)
+
+    fails(check.vae_loss, free_nats, "a floor under the total KL (free nats)", capsys)
+
+
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
     """z drawn with a generator the check does not seed (so its exact-ε test does not apply)."""
     g = torch.Generator().manual_seed(seed)
@@ -2227,8 +2237,11 @@ def test_vae_loss_tells_a_reconstruction_offset_from_a_floored_beta(fn, message,
                                   torch.stack([1 - x, x], 1).flatten(2), reduction="none").sum(1),
     lambda lg, x: nn.CrossEntropyLoss(reduction="none")(
         torch.stack([-lg / 2, lg / 2], 1).flatten(2), torch.stack([1 - x, x], 1).flatten(2)).sum(1),
+    lambda lg, x: -(torch.distributions.Binomial(1, logits=lg, validate_args=False).log_prob(x)
+                    + torch.lgamma(x + 1) + torch.lgamma(2 - x)).flatten(1).sum(1),
 ], ids=["functional", "module", "bernoulli-log-prob", "torch-builtin", "torch-ops",
-        "multilabel-soft-margin", "cross-entropy-soft-targets", "cross-entropy-module"])
+        "multilabel-soft-margin", "cross-entropy-soft-targets", "cross-entropy-module",
+        "binomial-one-trial"])
 def test_bernoulli_reconstruction_refuses_torch_one_call_answer(fn, capsys):
     fails(check.bernoulli_reconstruction, fn, "is the answer in one call", capsys)
 

@@ -54,7 +54,8 @@ While the student's function runs, the checker also makes sure that:
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
   is not the first draw of torch's or numpy's global normal generator) look for linear
   correlation between rows at any distance (below about 0.05 between neighbouring rows or
-  between latent dimensions it is not seen), not for other dependence,
+  between latent dimensions it is not seen, and the floor rises with distance: about 0.09
+  for rows 5,000 apart), not for other dependence,
   and cannot tell from a normal a noise within about 0.05 excess kurtosis of it (a
   standardised sum of many uniforms), a scale within about 1 %, or a mean within about
   0.015 σ;
@@ -161,15 +162,17 @@ class _TimeUp(BaseException):
 TORCH_BCE_LOGITS = frozenset({
     inspect.unwrap(F.binary_cross_entropy_with_logits).__code__,
     inspect.unwrap(F.multilabel_soft_margin_loss).__code__,  # the same loss, a mean over pixels
-    inspect.unwrap(F.cross_entropy).__code__})  # two classes [0, ℓ], soft targets
+    inspect.unwrap(F.cross_entropy).__code__,  # two classes [0, ℓ], soft targets
+    # and a Bernoulli written as a Binomial with one trial or a Multinomial over [0, ℓ]
+    torch.distributions.binomial.__file__, torch.distributions.multinomial.__file__})
 # ... and under these names anywhere in torch: its builtins, torch.ops, and the Python
 # decompositions and references of torch._decomp and torch._refs
 TORCH_BCE_OPS = frozenset({"binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
                            "cross_entropy", "cross_entropy_loss"})
 NO_TORCH_BCE = ("torch's binary cross-entropy on logits (binary_cross_entropy_with_logits; "
                 "multilabel_soft_margin_loss, its mean over pixels; cross_entropy with soft "
-                "targets over the two logits [0, ℓ]) is the answer in one call: write the term "
-                "yourself from the identities in the hint")
+                "targets over the two logits [0, ℓ]; a Binomial or Multinomial log_prob) is the "
+                "answer in one call: write the term yourself from the identities in the hint")
 TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
@@ -351,6 +354,9 @@ class _Watch:
         if event == "call" and self.called is None and _is_answer(frame.f_code, self.forbid):
             code = frame.f_code
             mine = code.co_filename.startswith(os.path.dirname(models.__file__) + os.sep)
+            if mine and code.co_qualname.startswith("torch."):  # a tripwire in torch's place
+                self.called, self.forbidden = f"torch's own {code.co_qualname[6:]}", True
+                return
             self.called = f"{'vaelab' if mine else 'torch'}'s own {code.co_qualname}"
             self.forbidden = _forbids(code, self.forbid)
 
@@ -407,18 +413,31 @@ def _answer_functions() -> tuple:
     return tuple(found.values())
 
 
+def _torch_functions(forbid: frozenset) -> tuple:
+    """The Python functions of torch's modules that this exercise forbids (``forbid`` holds
+    ``TORCH_KL_FILE``: all of ``torch.distributions.kl``, its registry's functions too)."""
+    if TORCH_KL_FILE not in forbid:
+        return ()
+    module = torch.distributions.kl
+    return tuple(fn for fn in vars(module).values()
+                 if inspect.isfunction(fn) and fn.__module__ == module.__name__
+                 and not fn.__closure__)
+
+
 @contextlib.contextmanager
-def _tripwires():
-    """While the student's function runs, every answer function runs ``_trip`` instead of its
-    own code: a call from any thread, also one started before the check (a thread pool),
-    is noted in ``_TRIPPED``. The profile hook of ``_Watch`` sees only the calling thread and
+def _tripwires(forbid: frozenset = frozenset()):
+    """While the student's function runs, every answer function (and every function of a
+    torch module the exercise forbids, named "torch.…") runs ``_trip`` instead of its own
+    code: a call from any thread, also one started before the check (a thread pool), is
+    noted in ``_TRIPPED``. The profile hook of ``_Watch`` sees only the calling thread and
     threads started during the call."""
-    functions = _answer_functions()
+    mine, theirs = _answer_functions(), _torch_functions(forbid)
+    functions = mine + theirs
     saved = [fn.__code__ for fn in functions]
     del _TRIPPED[:]
     for fn, code in zip(functions, saved, strict=True):
-        fn.__code__ = _trip.__code__.replace(co_name=code.co_name,
-                                             co_qualname=code.co_qualname)
+        name = code.co_qualname if fn in mine else f"torch.{code.co_qualname}"
+        fn.__code__ = _trip.__code__.replace(co_name=code.co_name, co_qualname=name)
     try:
         yield _TRIPPED
     finally:
@@ -480,13 +499,16 @@ def _call(fn, signature: str, *args, forbid: frozenset = frozenset(), windows: b
     torch_calls = _TorchCalls(lambda name: name in ops
                               or bool(windows and WINDOW_OPS.search(name)))
     try:
-        with _time_limit(TIME_LIMIT_S), _tripwires() as tripped, watch:
+        with _time_limit(TIME_LIMIT_S), _tripwires(forbid) as tripped, watch:
             try:
                 with torch_calls:
                     out = fn(*args)
             finally:
                 if tripped and watch.called is None:  # a call the profile hook did not see
-                    watch.called = f"vaelab's own {tripped[0]}"
+                    torch_name = tripped[0].removeprefix("torch.")
+                    watch.called = (f"torch's own {torch_name}" if torch_name != tripped[0]
+                                    else f"vaelab's own {tripped[0]}")
+                    watch.forbidden = torch_name != tripped[0]
                 if torch_calls.called and watch.called is None:  # ... or one made from C
                     watch.called = f"torch's own {torch_calls.called}"
                     watch.forbidden = True
@@ -878,7 +900,26 @@ def _vae_loss_no_floor(fn) -> None:
     mu, logvar = _gaussian_inputs()
     mu, logvar = mu.clone(), logvar.clone()
     mu[:, 0], logvar[:, 0] = 0.0, 0.0  # latent 1 sits at the prior for every image
+    extra = _vae_loss_offset(fn, logits, x, mu, logvar)
+    if extra:
+        raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss is "
+                       f"{extra:+.3g} nats off at β = 8 — a floor under each latent's KL (free "
+                       "bits) is not the β-VAE loss: charge each latent its own KL")
+    # every code near the prior: a total KL below 0.01 nats per image, so a floor under the
+    # batch's total KL ("free nats") of 0.01 nats or more shows too
+    g = torch.Generator().manual_seed(9)
+    near = 0.05 * torch.randn(mu.shape, generator=g), 0.05 * torch.randn(mu.shape, generator=g)
+    extra = _vae_loss_offset(fn, logits, x, *near)
+    if extra and extra > 0:  # a floor adds; other mistakes are named by the tests that follow
+        raise _Problem(f"with every code near the prior (KL below 0.01 nats per image) your loss "
+                       f"is {extra:+.3g} nats off at β = 8 — a floor under the total KL (free "
+                       "nats) is not the β-VAE loss: charge each image its own KL")
 
+
+def _vae_loss_offset(fn, logits, x, mu, logvar) -> float | None:
+    """How far ``fn``'s loss at β = 8 is from the reference (None when within float32
+    rounding: 2e-6 of the loss, at least 2e-4 nats); an offset that is the same at β = 0 is
+    named as one in the reconstruction term."""
     def offset(beta: float) -> float | None:
         out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
                             mu.clone(), logvar.clone(), beta), "the loss")
@@ -889,14 +930,12 @@ def _vae_loss_no_floor(fn) -> None:
     tolerance = max(2e-4, 2e-6 * abs(float(losses.vae_loss(logits, x, mu, logvar, 8.0).total)))
     extra = offset(8.0)
     if extra is None or abs(extra) <= tolerance:
-        return
+        return None
     at_zero = offset(0.0)
     if at_zero is not None and abs(extra - at_zero) <= tolerance:
         raise _Problem(RECONSTRUCTION_OFF.format(f"{extra:+.3g} nats off at β = 8 and the same "
                                                  "at β = 0"))
-    raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss is "
-                   f"{extra:+.3g} nats off at β = 8 — a floor under each latent's KL (free "
-                   "bits) is not the β-VAE loss: charge each latent its own KL")
+    return extra
 
 
 def _vae_loss_other_sizes(fn) -> None:
@@ -1088,7 +1127,7 @@ def _independent_rows(e: torch.Tensor) -> None:
 def _reparam_inputs(n: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
     """μ and logvar ``(n, 3)`` that differ from row to row: μ about (1, −2, 0.5) ± 1, σ from 0.5
     to 5 (logvar uniform), so a z that takes μ or σ from other rows shows."""
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(2_718_281_828)  # not a seed a student's generator takes
     mu = torch.tensor([1.0, -2.0, 0.5]) + torch.randn(n, 3, generator=g)
     logvar = 2 * torch.empty(n, 3).uniform_(math.log(0.5), math.log(5.0), generator=g)
     return mu, logvar
