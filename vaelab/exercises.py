@@ -26,8 +26,8 @@ While the student's function runs, the checker also makes sure that:
   given maps ``anchor.donut_map`` and ``anchor.stick_map``; an exercise may forbid more: the
   reconstruction term refuses torch's ``binary_cross_entropy_with_logits`` under any of its
   names (also through ``nn.BCEWithLogitsLoss``, a Bernoulli's ``log_prob``,
-  ``multilabel_soft_margin_loss`` or ``cross_entropy``, which with soft targets over the two
-  logits [0, ℓ] is the same loss), the KL
+  ``multilabel_soft_margin_loss``, any ``cross_entropy`` call, which with soft targets over the
+  two logits [0, ℓ] is the same loss, and anything in torch's Binomial or Multinomial), the KL
   refuses ``torch.distributions``' closed form, the reparameterisation anything in
   ``torch.distributions`` (its ``rsample`` is the answer in one call), and the
   conv-shape exercises anything that slides a window over a tensor or array to get the sizes:
@@ -170,9 +170,10 @@ TORCH_BCE_LOGITS = frozenset({
 TORCH_BCE_OPS = frozenset({"binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
                            "cross_entropy", "cross_entropy_loss"})
 NO_TORCH_BCE = ("torch's binary cross-entropy on logits (binary_cross_entropy_with_logits; "
-                "multilabel_soft_margin_loss, its mean over pixels; cross_entropy with soft "
-                "targets over the two logits [0, ℓ]; a Binomial or Multinomial log_prob) is the "
-                "answer in one call: write the term yourself from the identities in the hint")
+                "multilabel_soft_margin_loss, its mean over pixels; cross_entropy, which with "
+                "soft targets over the two logits [0, ℓ] is the same loss; a Binomial or "
+                "Multinomial) is the answer in one call, so this exercise refuses them: write "
+                "the term yourself from the identities in the hint")
 TORCH_KL_FILE = torch.distributions.kl.__file__
 # the shape exercises are worked out by hand: building or running vaelab's ConvVAE (or any conv
 # layer) answers them ...
