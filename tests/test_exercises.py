@@ -2364,3 +2364,17 @@ def test_bernoulli_reconstruction_refuses_torch_bce_kept_for_the_hard_inputs(whe
         return -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).flatten(1).sum(1)
 
     fails(check.bernoulli_reconstruction, fallback, "is the answer in one call", capsys)
+
+
+def test_gaussian_kl_refuses_torchs_kl_from_a_thread_started_before_the_check(capsys):
+    from torch.distributions import Normal, kl_divergence
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: None).result()  # the worker thread exists before the check
+
+        def pooled(mu, logvar):
+            return pool.submit(lambda: kl_divergence(
+                Normal(mu, torch.exp(0.5 * logvar)),
+                Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)).result()
+
+        fails(check.gaussian_kl, pooled, "torch's own kl_divergence", capsys)

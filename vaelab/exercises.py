@@ -47,7 +47,8 @@ While the student's function runs, the checker also makes sure that:
   their code (``_tripwires``), which catches a call from any thread, also one started before
   the check; a call to ``sys.setprofile`` during the student's call fails too (it would switch
   the hook off). Not caught: work done in a thread started before the check (torch's own
-  functions, or a copy of an answer's code: only the answer functions themselves trip there),
+  functions, except ``torch.distributions.kl``'s in the KL exercise, which trip too; or a copy
+  of an answer's code: only the functions themselves trip there),
   another process, TorchScript (a traced or scripted
   function runs its graph in C++, past the hook and the tripwires), vaelab's source copied
   and run with ``exec``, or a function object built on a renamed copy of an answer's code
