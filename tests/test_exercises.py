@@ -2378,3 +2378,38 @@ def test_gaussian_kl_refuses_torchs_kl_from_a_thread_started_before_the_check(ca
                 Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)).result()
 
         fails(check.gaussian_kl, pooled, "torch's own kl_divergence", capsys)
+
+
+def test_a_tripped_torch_function_names_itself_as_torchs_own(capsys):
+    """The tripwire standing in for torch's KL says whose function it is, in the thread too."""
+    from torch.distributions import Normal, kl_divergence
+
+    raised = []
+
+    def swallowed(mu, logvar):
+        try:
+            kl_divergence(Normal(mu, torch.exp(0.5 * logvar)),
+                          Normal(torch.zeros_like(mu), torch.ones_like(mu)))
+        except Exception as e:  # the tripwire's exception
+            raised.append(str(e))
+        return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+
+    fails(check.gaussian_kl, swallowed, "torch's own kl_divergence", capsys)
+    assert raised and all(m.startswith("torch's own ") for m in raised), raised
+
+
+def test_mig_from_mi_that_divides_mi_in_place_is_told_so(capsys):
+    def in_place(mi, entropy):
+        mi /= entropy
+        top = np.sort(mi, axis=0)
+        return float((top[-1] - top[-2]).mean())
+    fails(check.mig_from_mi, in_place, "mi /= entropy", capsys)
+
+
+def test_vae_loss_capping_beta_fails(capsys):
+    def capped(logits, x, mu, logvar, beta):
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+        return (rec + min(beta, 8.0) * kl).mean()
+    ok, line = verdict(check.vae_loss, capped, capsys)
+    assert not ok, line

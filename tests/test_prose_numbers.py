@@ -32,6 +32,10 @@ NUMBER = re.compile(
 NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|`[^`]*`|\]\([^)]*\)|<[^>]+>|https?://\S+"
                        r"|(?:arXiv:\s?)?\b\d{4}\.\d{4,5}\b", re.S)  # ... and arXiv numbers
 
+# what an output holds but does not show as text: embedded images and the explorers' scripts,
+# whose digits would otherwise "print" any number by chance
+NOT_SHOWN = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+|<script\b.*?</script>", re.S | re.I)
+
 
 def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else value
@@ -47,7 +51,8 @@ def printed_text(nb: dict) -> str:
             for kind, value in out.get("data", {}).items():
                 if kind.startswith("text/"):
                     parts.append(_text(value))
-    return "\n".join(parts)
+    return NOT_SHOWN.sub(" ", "\n".join(parts))
+
 
 
 def measured_numbers(markdown: str):
@@ -96,3 +101,11 @@ def test_every_measured_number_in_prose_is_printed_by_the_notebook(path):
     assert not problems, (
         f"{path.name}: numbers in markdown that no stored output prints (stale or unbacked; "
         "print them from the run or write the sentence in code): " + "; ".join(problems))
+
+
+def test_digits_inside_images_and_scripts_are_not_printed_numbers():
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"data": {"text/html": '<img src="data:image/png;base64,iVBOR87w0KGgo=">'
+                               "<script>const share = 0.87;</script><p>read: 12 %</p>"}}]}]}
+    shown = printed_text(nb)
+    assert not appears("87", shown) and not appears("0.87", shown) and appears("12", shown)
