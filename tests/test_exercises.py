@@ -1439,7 +1439,7 @@ def _beta_in_a_dropped_branch(l, x, mu, lv, beta):  # right value at β = 0, NaN
 ], ids=["divided-by-beta", "nan-gradient", "beta-0-read-as-1"])
 def test_vae_loss_at_beta_zero_must_be_the_reconstruction_alone(fn, expected, capsys):
     _, line = verdict(check.vae_loss, VAE_RIGHT[0], capsys)
-    assert "β = 0, 0.25, 1, 2, 2.5 and 8" in line, line
+    assert "β = 0, 0.25, 1, 2, 2.5, 8 and 16" in line, line
     fails(check.vae_loss, fn, expected, capsys)
 
 
@@ -2413,3 +2413,10 @@ def test_vae_loss_capping_beta_fails(capsys):
         return (rec + min(beta, 8.0) * kl).mean()
     ok, line = verdict(check.vae_loss, capped, capsys)
     assert not ok, line
+
+
+def test_gaussian_kl_that_changes_its_inputs_in_place_is_told_so(capsys):
+    def in_place(mu, logvar):
+        mu.data.pow_(2)
+        return 0.5 * torch.sum(mu + logvar.exp() - 1 - logvar, dim=1)
+    fails(check.gaussian_kl, in_place, "changed mu or logvar in place", capsys)

@@ -56,8 +56,9 @@ While the student's function runs, the checker also makes sure that:
   object (``types.FunctionType``). The reparameterisation's statistical tests (for noise that
   is not the first draw of torch's or numpy's global normal generator) look for linear
   correlation between rows at any distance (6.5 standard errors over 10,000 rows: below
-  about 0.065 between neighbouring rows or between latent dimensions it is not seen, and the
-  floor rises with distance: about 0.09 for rows 5,000 apart), not for other dependence,
+  about 0.065 between neighbouring rows it is not seen, and the floor rises with distance:
+  about 0.09 for rows 5,000 apart) and between latent dimensions (below about 0.05 it is not
+  seen), not for other dependence,
   and cannot tell from a normal a noise within about 0.05 excess kurtosis of it (a
   standardised sum of many uniforms), a scale within about 1 %, or a mean within about
   0.015 σ; nor do they see a clamp of logvar beyond about ±14.5;
@@ -142,8 +143,9 @@ def _hint(e: Exception, signature: str) -> str:
         return "is every name defined? Run the notebook's first cell (the imports) and try again"
     if "support" in msg and "Boolean" in msg:
         return ("torch's Bernoulli checks by default that pixels are 0 or 1, and these images "
-                "are grey — where the exercise allows torch's Bernoulli, build it with "
-                "validate_args=False; or write the log-likelihood from the logits yourself")
+                "are grey — write the log-likelihood from the logits yourself (where an "
+                "exercise allows torch's Bernoulli, as the β-VAE loss does, "
+                "validate_args=False lifts that check)")
     if "between 0 and 1" in msg:
         return ("binary_cross_entropy wants probabilities, and the decoder gives logits: work "
                 f"with the logits directly ({IDENTITIES})")
@@ -1674,6 +1676,10 @@ class Checks:
         leaves = [mu.clone().requires_grad_(), logvar.clone().requires_grad_()]
         out = _tensor(_call(fn, "fn(mu, logvar)", *leaves, forbid=frozenset({TORCH_KL_FILE})),
                       "the KL per image")
+        if not (torch.equal(leaves[0].detach(), mu) and torch.equal(leaves[1].detach(), logvar)):
+            raise _Problem("your function changed mu or logvar in place (mu.data.pow_(2), "
+                           "logvar.exp_(), ...) — the caller still needs them: compute new "
+                           "tensors (mu.pow(2), logvar.exp())")
         out, note = _per_image(out, ref, "one KL per image",
                                "sum over the latent dimensions (dim=1)")
         _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
@@ -1786,7 +1792,7 @@ class Checks:
         kl_n = losses.kl_divergence(mu[:n], logvar[:n]).mean()  # outside the watched call
         _stable_on_large_logits(lambda lg, xb: fn(lg, xb, mu[:n], logvar[:n], 1.0) - kl_n,
                                 mean=True)
-        return "batch mean of reconstruction + β·KL, for β = 0, 0.25, 1, 2, 2.5 and 8"
+        return "batch mean of reconstruction + β·KL, for β = 0, 0.25, 1, 2, 2.5, 8 and 16"
 
     @staticmethod
     @_checker("one score per image, a tensor of shape (N,)")
