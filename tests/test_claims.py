@@ -43,7 +43,8 @@ def test_a_learners_run_prints_a_failed_claim_and_goes_on(full_mode, monkeypatch
     monkeypatch.setenv(*env)
     assert expect("every digit owns a region", 0.0, at_least=0.03) == 0.0
     assert capsys.readouterr().out.startswith(
-        "✗ every digit owns a region: 0 (claim needs ≥ 0.03) — your run differs here")
+        "✗ every digit owns a region: 0 (claim needs ≥ 0.03) — where the text makes this claim, "
+        "your run differs here")
 
 
 def test_a_claim_needs_a_bound():

@@ -325,7 +325,7 @@ VAE_WRONG = [
      "a Python number"),
     (lambda logits, x, mu, logvar, beta: _own_terms(logits, x, mu, logvar, beta).total.detach(),
      "cut off from the gradient"),
-    (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "with β = 2.5 the loss is off"),
+    (_loss(combine=lambda r, k, b: 1.5 * r + b * k), "the reconstruction term is off"),
 ]
 
 
@@ -1747,7 +1747,7 @@ def test_vae_loss_refuses_a_floor_under_the_total_kl(floor, capsys):
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
         return reconstruction.flatten(1).sum(1).mean() + beta * kl.mean().clamp(min=floor)
 
-    fails(check.vae_loss, free_nats, "a floor under the total KL (free nats)", capsys)
+    fails(check.vae_loss, free_nats, "(free nats)", capsys)
 
 
 def _private_noise(shift_in_eps=0.0, shift_in_z=0.0, seed=11):
@@ -1903,8 +1903,9 @@ def test_vae_loss_with_a_floor_of_0_passes(capsys):
 REPARAM_EXACT = [
     (lambda mu, logvar: mu + 0.01 + torch.randn_like(mu) * std_of(logvar), "plus a constant"),
     (lambda mu, logvar: mu + torch.randn_like(mu) + std_of(logvar), "σ is added to the noise"),
-    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 0.01), "1.01·σ·ε"),
-    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 1e-3), "differs from σ·ε"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 0.01), "added to σ"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * (std_of(logvar) + 1e-3), "added to σ"),
+    (lambda mu, logvar: mu + torch.randn_like(mu) * std_of(logvar) * 1.01, "1.01·σ·ε"),
 ]
 
 
@@ -2420,3 +2421,52 @@ def test_gaussian_kl_that_changes_its_inputs_in_place_is_told_so(capsys):
         mu.data.pow_(2)
         return 0.5 * torch.sum(mu + logvar.exp() - 1 - logvar, dim=1)
     fails(check.gaussian_kl, in_place, "changed mu or logvar in place", capsys)
+
+
+@pytest.mark.parametrize("change", ["faint", "blank"])
+def test_donutness_that_changes_only_blank_or_faint_images_in_place_fails(change, capsys):
+    from vaelab.anchor import donut_map, stick_map
+
+    def scores(x):
+        ink = x.flatten(1)
+        total = ink.sum(1)
+        if change == "faint":
+            x[(total > 0) & (total < 1)] *= 1e4  # the caller's faint images, rescaled
+        else:
+            x[total == 0] = float("nan")  # the caller's blank images, spoilt
+        ink = torch.nan_to_num(x.flatten(1))
+        total = ink.sum(1)
+        d, s = (ink * m.flatten()).sum(1), (ink * stick_map().flatten()).sum(1)
+        return torch.where(total > 0, (d - s) / total.clamp_min(1e-30), torch.zeros_like(total))
+
+    m = donut_map()
+    fails(check.donutness, scores, "changed its input x in place", capsys)
+
+
+def test_reparameterize_names_a_constant_added_to_sigma_or_to_the_noise(capsys):
+    fails(check.reparameterize,
+          lambda mu, logvar: mu + torch.randn_like(mu) * (torch.exp(0.5 * logvar) + 0.01),
+          "is added to σ", capsys)
+    fails(check.reparameterize,
+          lambda mu, logvar: mu + (torch.randn_like(mu) + 0.1) * torch.exp(0.5 * logvar),
+          "is added to ε", capsys)
+
+
+@pytest.mark.parametrize("floor", [0.0015, 0.5])
+def test_vae_loss_with_a_floor_under_each_images_kl_is_told_so(floor, capsys):
+    def per_image_floor(logits, x, mu, logvar, beta):
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).clamp(min=floor)
+        return (rec + beta * kl).mean()
+    fails(check.vae_loss, per_image_floor, "under each image's KL", capsys)
+
+
+def test_conv_shapes_that_use_str_casefold_pass(capsys):
+    def shapes(size):
+        n, out = size, []
+        for name, channels, kernel in (("Conv2d", 32, 4), ("Conv2d", 64, 4), ("Conv2d", 128, 3)):
+            if name.casefold() == "conv2d":  # a builtin whose name holds "fold"
+                n = (n - kernel) // 2 + 1
+            out.append((1, channels, n, n))
+        return out
+    passes(check.conv_encoder_shapes, shapes, capsys)

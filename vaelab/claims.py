@@ -82,9 +82,9 @@ def expect(claim: str, value, *, at_least=None, at_most=None, above=None, below=
     if not holds and enforce:
         raise ClaimError(f"{line}. The text beside this cell says more than this run shows: "
                          "change the words (or the experiment), not the bound.")
-    print(line if holds else f"{line} — your run differs here from the stored run that the "
-                             "text describes (quick mode, other data, or a model trained "
-                             "anew); only `make notebooks` stops on it")
+    print(line if holds else f"{line} — where the text makes this claim, your run differs "
+                             "here from the stored run it describes (quick mode, other data, "
+                             "or a model trained anew); only `make notebooks` stops on it")
     return value
 
 
@@ -98,7 +98,8 @@ def about(claim: str, value, target, *, within, fmt: str = "{:.3g}") -> float:
     text)."""
     within = check_number(within, "within", minimum=0.0)
     target = float(target)
-    return expect(f"{claim} (about {fmt.format(target)} ± {fmt.format(within)})", value,
+    spread = fmt.format(within).lstrip("+")  # a sign format ("{:+.1%}") is for the target
+    return expect(f"{claim} (about {fmt.format(target)} ± {spread})", value,
                   at_least=target - within, at_most=target + within, fmt=fmt)
 
 

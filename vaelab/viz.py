@@ -784,13 +784,14 @@ def plot_mig(result, title: str | None = None) -> Figure:
     rng = np.random.default_rng(0)
     for beta, group in t.groupby("beta"):
         jitter = rng.uniform(-0.08, 0.08, len(group))
-        ax.scatter(pos[beta] + jitter, group["mig"], s=20, color=colours[beta], alpha=0.7,
-                   edgecolor="none", zorder=2)
+        ax.scatter(pos[beta] + jitter, group["mig"], s=20, color=colours[beta], alpha=0.8,
+                   edgecolor="0.2", linewidths=0.5, zorder=2)  # the edge shows pale colours
     stats = t.groupby("beta")["mig"].agg(["mean", "std"]).fillna(0.0)
     ax.errorbar([pos[b] for b in stats.index], stats["mean"],
                 yerr=_clipped_at_zero(stats["mean"].to_numpy(), stats["std"].to_numpy()), fmt="o-",
                 color="black", capsize=4, lw=1, ms=5, label="mean ± std over seeds", zorder=3)
-    ax.scatter([], [], s=20, color="0.5", label="one seed (colour: its β)")
+    ax.scatter([], [], s=20, color="0.5", edgecolor="0.2", linewidths=0.5,
+               label="one seed (its colour: its β, as on the x axis)")
     ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
     ax.set_xlabel("β")
     ax.set_ylabel("MIG (mean gap over the factors, 0 to 1)")
