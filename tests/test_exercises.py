@@ -2470,3 +2470,13 @@ def test_conv_shapes_that_use_str_casefold_pass(capsys):
             out.append((1, channels, n, n))
         return out
     passes(check.conv_encoder_shapes, shapes, capsys)
+
+
+def test_reparameterize_row_by_row_on_the_global_generator_is_compared_exactly(capsys):
+    def rows(mu, logvar):  # a beginner's loop over the rows, noise scaled 1 % too much
+        return torch.stack([m + 1.01 * torch.randn(m.shape) * torch.exp(0.5 * lv)
+                            for m, lv in zip(mu, logvar, strict=True)])
+    fails(check.reparameterize, rows, "1.01·σ·ε", capsys)
+    passes(check.reparameterize,
+           lambda mu, logvar: torch.stack([m + torch.randn(m.shape) * torch.exp(0.5 * lv)
+                                           for m, lv in zip(mu, logvar, strict=True)]), capsys)

@@ -787,9 +787,10 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, x
 
 
-# a trained decoder's far logits (±40, ±150), and ±1000; a sigmoid taken first is off by a tenth
-# of a nat per pixel from a logit of about 15 up (1 − σ is rounded coarsely), and from about 17
-# up (σ rounds to 1) F.binary_cross_entropy, which clamps each log at −100, is far off
+# a trained decoder's far logits (±40, ±150), and ±1000. A sigmoid taken first is off by up to
+# about half a nat for a black pixel between logits of about 15 and 17 (1 − σ is rounded
+# coarsely), and once σ rounds to 1 (from about 17 up) infinite for any pixel below 1, or far off
+# through F.binary_cross_entropy, which clamps each log at −100
 LARGE_LOGITS = (40.0, 150.0, 1000.0)
 
 
@@ -912,6 +913,29 @@ def _donut_edge_cases(fn) -> None:
 RECONSTRUCTION_OFF = ("your loss is {}, so the reconstruction term is off, not the KL — an ε "
                       "inside a log, or a sigmoid taken first? Work with the logits "
                       "(log σ(ℓ) = −softplus(−ℓ))")
+
+
+def _vae_loss_variants(recs, kls, beta: float, batch_sum) -> list:
+    """(loss, hint) for the known wrong β-VAE losses: β in the wrong place, the batch summed,
+    and every known mistake in one of the two terms (``recs``, ``kls``: (per image, hint),
+    the right term first with hint None)."""
+    (rec_ref, _), (kl_ref, _) = recs[0], kls[0]
+    rec, kl = rec_ref.mean(), kl_ref.mean()
+    variants = [(rec + kl, "β has no effect — multiply the KL term by beta"),
+                (beta * rec + kl, "β should weigh the KL term, not the reconstruction"),
+                (rec + kl / beta, "β multiplies the KL term; it doesn't divide it"),
+                (beta * (rec + kl), "β should weigh only the KL term"),
+                (rec - beta * kl, "the KL term must be added (loss = −ELBO)"),
+                (batch_sum, "you summed over the batch; the loss is a batch mean (nats per image)"),
+                (rec_ref.sum() + beta * kl, "the reconstruction is summed over the batch but the "
+                                            "KL averaged — average both")]
+    for r, r_msg in recs:
+        for k, k_msg in kls:
+            if r_msg or k_msg:
+                where = (f"in the reconstruction term: {r_msg}" if r_msg
+                         else f"in the KL term: {k_msg}")
+                variants.append((r.mean() + beta * k.mean(), where))
+    return variants
 
 
 def _vae_loss_no_floor(fn) -> None:
@@ -1245,15 +1269,19 @@ def _name_offset(dev: torch.Tensor, sigma: torch.Tensor) -> None:
 def _seeded_draws(fn, mu: torch.Tensor, logvar: torch.Tensor, seed: int):
     """``fn(mu, logvar)`` run with torch's, numpy's and Python's global generators seeded, and
     the standard-normal draws of ``mu``'s shape each of those seeds gives first (torch's
-    ``randn`` in float32 or float64, or transposed; numpy's ``randn``/``standard_normal``/
-    ``normal(0, 1)``); every generator's state is put back afterwards."""
+    ``randn`` in float32 or float64, or transposed, or one row at a time; numpy's
+    ``randn``/``standard_normal``/``normal(0, 1)``, whole or one row at a time); every
+    generator's state is put back afterwards."""
     with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
         torch.manual_seed(seed)
         z = _tensor(_call(fn, "fn(mu, logvar)", mu.clone(), logvar.clone()), "z")
     first_draws = (lambda: torch.randn(mu.shape),
                    lambda: torch.randn(mu.shape, dtype=torch.float64),
                    lambda: torch.randn(tuple(mu.shape)[::-1]).T,
-                   lambda: torch.from_numpy(np.random.standard_normal(tuple(mu.shape))))
+                   lambda: torch.from_numpy(np.random.standard_normal(tuple(mu.shape))),
+                   lambda: torch.stack([torch.randn(mu.shape[1:]) for _ in range(len(mu))]),
+                   lambda: torch.from_numpy(np.stack([np.random.standard_normal(mu.shape[1:])
+                                                      for _ in range(len(mu))])))
     draws = []
     for draw in first_draws:
         with torch.random.fork_rng(devices=[]), _other_generators_seeded(seed):
@@ -1767,7 +1795,7 @@ class Checks:
         mu, logvar = _gaussian_inputs()
         rec_ref = losses.bernoulli_nll_per_image(logits, x)
         kl_ref = losses.kl_divergence(mu, logvar)
-        rec, kl, n = rec_ref.mean(), kl_ref.mean(), len(x)
+        n = len(x)
         recs = [(rec_ref, None)] + _bernoulli_variants(logits, x)
         kls = [(kl_ref, None)] + _kl_variants(mu, logvar)
         # β above 8 too: exercise 1 of notebook 04 trains β = 16. Not L = 3: β·mean over latents
@@ -1790,22 +1818,8 @@ class Checks:
                 _same_gradient(out, leaves, lambda lg, m, lv, b=beta:
                                losses.vae_loss(lg, x, m, lv, beta=b).total)
                 continue
-            variants = [(rec + kl, "β has no effect — multiply the KL term by beta"),
-                        (beta * rec + kl, "β should weigh the KL term, not the reconstruction"),
-                        (rec + kl / beta, "β multiplies the KL term; it doesn't divide it"),
-                        (beta * (rec + kl), "β should weigh only the KL term"),
-                        (rec - beta * kl, "the KL term must be added (loss = −ELBO)"),
-                        (n * ref, "you summed over the batch; the loss is a batch mean "
-                                  "(nats per image)"),
-                        (rec_ref.sum() + beta * kl, "the reconstruction is summed over the batch "
-                                                    "but the KL averaged — average both")]
-            for r, r_msg in recs:
-                for k, k_msg in kls:
-                    if r_msg or k_msg:
-                        where = (f"in the reconstruction term: {r_msg}" if r_msg
-                                 else f"in the KL term: {k_msg}")
-                        variants.append((r.mean() + beta * k.mean(), where))
-            message = _match(out.detach(), variants, rtol=1e-5)
+            message = _match(out.detach(), _vae_loss_variants(recs, kls, beta, n * ref),
+                             rtol=1e-5)
             if not message:
                 _vae_loss_no_floor(fn)  # names a floor under the KL, if that is the mistake
             raise _Problem(message or f"with β = {beta:g} the loss is off — it is the batch "
