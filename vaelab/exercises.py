@@ -787,18 +787,19 @@ def _image_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, x
 
 
-# a trained decoder's far logits (±40, ±150), and ±1000. A sigmoid taken first is off by up to
-# about half a nat for a black pixel between logits of about 15 and 17 (1 − σ is rounded
-# coarsely), and once σ rounds to 1 (from about 17 up) infinite for any pixel below 1, or far off
-# through F.binary_cross_entropy, which clamps each log at −100
-LARGE_LOGITS = (40.0, 150.0, 1000.0)
+# a trained decoder's far logits (±40, ±150), ±1000, and ±18 and ±25, where a sigmoid taken
+# first already fails (so a switch to a stable form only far out is caught). Once σ rounds to 1
+# (from a logit of about 16.6 up) a sigmoid taken first gives an infinite loss for any pixel
+# below 1, or a far-off one through F.binary_cross_entropy, which clamps each log at −100; just
+# below that it is off by up to ln 2 for a black pixel (1 − σ is rounded to twice its value)
+LARGE_LOGITS = (18.0, 25.0, 40.0, 150.0, 1000.0)
 
 
 def _stable_on_large_logits(fn, mean: bool = False, watch: dict | None = None) -> None:
-    """A trained decoder gives logits of ±40 to ±150 far from its codes, where sigmoid rounds to
-    exactly 0 or 1 in float32: the reconstruction term and its gradient must stay finite and
-    right there (``mean``: ``fn`` gives its batch mean, not one value per image; ``watch``: what
-    else ``_call`` refuses, as in the exercise's first call)."""
+    """A trained decoder gives logits of ±40 to ±150 far from its codes, and in float32 sigmoid
+    rounds to exactly 1 from about +17 (to 0 from about −89): the reconstruction term and its
+    gradient must stay finite and right there (``mean``: ``fn`` gives its batch mean, not one
+    value per image; ``watch``: what else ``_call`` refuses, as in the exercise's first call)."""
     g = torch.Generator().manual_seed(3)
     n = len(LARGE_LOGITS)
     logits = torch.tensor(LARGE_LOGITS).view(n, 1, 1, 1) * torch.randn(
@@ -815,17 +816,17 @@ def _stable_on_large_logits(fn, mean: bool = False, watch: dict | None = None) -
 
     want = reference(logits)
     if got.shape == want.shape and not torch.isfinite(got).all():
-        raise _Problem("right on moderate logits, but inf or NaN on large ones (±40, ±150, ±1000), "
+        raise _Problem("right on moderate logits, but inf or NaN on large ones (±18 to ±1000), "
                        "which a trained decoder gives far from its codes: in float32 e^ℓ "
                        "overflows from ℓ ≈ 88.7, and σ(ℓ) rounds to exactly 0 or 1 — rewrite "
                        "so that no step overflows or takes log 0 (log σ(ℓ) = −softplus(−ℓ))")
     if got.shape != want.shape or not _close(got, want, rtol=1e-4, atol=1e-2):
-        raise _Problem("right on moderate logits but not on large ones (±40, ±150, ±1000), which a "
+        raise _Problem("right on moderate logits but not on large ones (±18 to ±1000), which a "
                        "trained decoder gives far from its codes: there sigmoid rounds to 0 or "
                        "1 and its log is −inf or clipped — work with the logits themselves "
                        "(log σ(ℓ) = −softplus(−ℓ))")
     _same_gradient(out, [leaf], reference, nonfinite=(
-        "right values on large logits (±40, ±150, ±1000), but the gradient there is NaN or inf, so "
+        "right values on large logits (±18 to ±1000), but the gradient there is NaN or inf, so "
         "training would break: torch.where computes both branches for every logit, and an "
         "overflow in the branch it drops still poisons the gradient (0 · inf = NaN) — keep "
         "every branch finite for every logit, or use a torch function that is stable by design"))
@@ -862,6 +863,15 @@ def _one_image(fn, loss: bool = False, watch: dict | None = None) -> None:
                        f"{'()' if loss else '(1,)'} — {UNSQUEEZED}")
     if not _close(out.detach().reshape(1), want, rtol=1e-4, atol=1e-2):
         raise _Problem(f"{ONE_IMAGE} gets the wrong {what} — {UNSQUEEZED}")
+
+
+def _inputs_kept(given, originals) -> None:
+    """``mu`` and ``logvar`` as the caller passed them: a function that changed them in place
+    (``logvar.data.zero_()``, ``mu.data.pow_(2)``) fails, since the caller still needs them."""
+    if not all(torch.equal(g.detach(), o) for g, o in zip(given, originals, strict=True)):
+        raise _Problem("your function changed mu or logvar in place (mu.data.pow_(2), "
+                       "logvar.exp_(), ...) — the caller still needs them: compute new "
+                       "tensors (mu.pow(2), logvar.exp())")
 
 
 def _scores_of_a_copy(fn, x: torch.Tensor):
@@ -1669,6 +1679,7 @@ class Checks:
         mu, logvar = mu0.clone().requires_grad_(), logvar0.clone().requires_grad_()
         z = _tensor(_call(fn, "fn(mu, logvar)", mu, logvar,
                           forbid=frozenset({TORCH_DISTRIBUTIONS}), refusal=NO_DISTRIBUTIONS), "z")
+        _inputs_kept((mu, logvar), (mu0, logvar0))
         if z.shape != mu.shape:
             raise _Problem(f"z should have the shape of mu {tuple(mu.shape)}; "
                            f"got {tuple(z.shape)}")
@@ -1730,10 +1741,7 @@ class Checks:
         leaves = [mu.clone().requires_grad_(), logvar.clone().requires_grad_()]
         out = _tensor(_call(fn, "fn(mu, logvar)", *leaves, forbid=frozenset({TORCH_KL_FILE})),
                       "the KL per image")
-        if not (torch.equal(leaves[0].detach(), mu) and torch.equal(leaves[1].detach(), logvar)):
-            raise _Problem("your function changed mu or logvar in place (mu.data.pow_(2), "
-                           "logvar.exp_(), ...) — the caller still needs them: compute new "
-                           "tensors (mu.pow(2), logvar.exp())")
+        _inputs_kept(leaves, (mu, logvar))
         out, note = _per_image(out, ref, "one KL per image",
                                "sum over the latent dimensions (dim=1)")
         _finite(out, "logvar is log σ² and can be negative: σ² = exp(logvar); never take "
@@ -1830,9 +1838,10 @@ class Checks:
         _vae_loss_other_sizes(fn)
         _vae_loss_wide_latents(fn)
         _one_image(fn, loss=True)
-        n = len(LARGE_LOGITS)  # images in _stable_on_large_logits
-        kl_n = losses.kl_divergence(mu[:n], logvar[:n]).mean()  # outside the watched call
-        _stable_on_large_logits(lambda lg, xb: fn(lg, xb, mu[:n], logvar[:n], 1.0) - kl_n,
+        rows = torch.arange(len(LARGE_LOGITS)) % len(mu)  # one code per image there
+        mu_n, logvar_n = mu[rows], logvar[rows]
+        kl_n = losses.kl_divergence(mu_n, logvar_n).mean()  # outside the watched call
+        _stable_on_large_logits(lambda lg, xb: fn(lg, xb, mu_n, logvar_n, 1.0) - kl_n,
                                 mean=True)
         return "batch mean of reconstruction + β·KL, for β = 0, 0.25, 1, 2, 2.5, 8 and 16"
 
