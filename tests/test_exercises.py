@@ -2498,3 +2498,17 @@ def test_reparameterize_that_changes_logvar_in_place_is_told_so(capsys):
         logvar.data.zero_()  # the caller's logvar, which the KL term reads next
         return z
     fails(check.reparameterize, spoils, "changed mu or logvar in place", capsys)
+
+
+@pytest.mark.parametrize(("combine", "message"), [
+    (lambda rec, kl, beta: rec.mean() + beta * kl.sum(), "the KL is summed over the batch"),
+    (lambda rec, kl, beta: rec.mean() + beta ** 2 * kl.mean(), "the loss is off"),
+    (lambda rec, kl, beta: 2 * (rec.mean() + beta * kl.mean()), "off"),
+])
+def test_vae_loss_mistakes_that_are_no_floor_are_not_called_one(combine, message, capsys):
+    def loss(logits, x, mu, logvar, beta):
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return combine(rec, kl, beta)
+    ok, line = verdict(check.vae_loss, loss, capsys)
+    assert not ok and message in line and "floor" not in line, line

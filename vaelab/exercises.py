@@ -938,7 +938,9 @@ def _vae_loss_variants(recs, kls, beta: float, batch_sum) -> list:
                 (rec - beta * kl, "the KL term must be added (loss = −ELBO)"),
                 (batch_sum, "you summed over the batch; the loss is a batch mean (nats per image)"),
                 (rec_ref.sum() + beta * kl, "the reconstruction is summed over the batch but the "
-                                            "KL averaged — average both")]
+                                            "KL averaged — average both"),
+                (rec + beta * kl_ref.sum(), "the KL is summed over the batch but the "
+                                            "reconstruction averaged — average both")]
     for r, r_msg in recs:
         for k, k_msg in kls:
             if r_msg or k_msg:
@@ -953,29 +955,31 @@ def _vae_loss_no_floor(fn) -> None:
     latent's KL (free bits, notebook 03) adds β·λ per such latent, and a floor under each
     image's KL or under the batch's total ("free nats") adds to a batch whose codes all sit at
     the prior. Run at β = 8 and compared with the reference loss to float32 rounding (2e-6 of
-    the loss, at least 2e-4 nats), so a floor as small as 0.001 nats (8e-3 at β = 8) shows;
-    the same inputs at β = 0 tell an offset that grows with β (a floor) from one in the
-    reconstruction term (an ε inside a log, say)."""
+    the loss, at least 2e-4 nats), so a floor as small as 0.001 nats (8e-3 at β = 8) shows.
+    A floor is named only when the offset grows in proportion to β (none at β = 0, half at
+    β = 4); another offset is left to the tests that follow, which name more mistakes."""
     logits, x = _image_inputs()
     mu, logvar = _gaussian_inputs()
     mu, logvar = mu.clone(), logvar.clone()
     mu[:, 1:] = 3.0 + mu[:, 1:].abs()  # every image's other latents far from the prior (KL
     mu[:, 0], logvar[:, 0] = 0.0, 0.0  # 4.5 nats each or more); latent 1 at it, for every image
-    extra = _vae_loss_offset(fn, logits, x, mu, logvar)
-    if extra and extra > 0:  # a floor adds; other mistakes are named by the tests that follow
-        raise _Problem(f"with one latent at the prior for every image (its KL 0) your loss is "
-                       f"{extra:+.3g} nats off at β = 8 — a floor under each latent's KL (free "
-                       "bits) is not the β-VAE loss: charge each latent its own KL")
-    extra = _vae_loss_offset(fn, logits, x, torch.zeros_like(mu), torch.zeros_like(logvar))
-    if extra and extra > 0:  # a floor adds; other mistakes are named by the tests that follow
-        raise _Problem(f"with every code at the prior (KL 0) your loss is {extra:+.3g} nats off "
-                       "at β = 8 — a floor under each image's KL or under the batch's total KL "
-                       "(free nats) is not the β-VAE loss: charge each image its own KL")
+    at_prior = torch.zeros_like(mu), torch.zeros_like(logvar)
+    for codes, where, floor in (
+            ((mu, logvar), "with one latent at the prior for every image (its KL 0)",
+             "a floor under each latent's KL (free bits) is not the β-VAE loss: charge each "
+             "latent its own KL"),
+            (at_prior, "with every code at the prior (KL 0)",
+             "a floor under each image's KL or under the batch's total KL (free nats) is not "
+             "the β-VAE loss: charge each image its own KL")):
+        extra, grows_with_beta = _vae_loss_offset(fn, logits, x, *codes)
+        if extra and extra > 0 and grows_with_beta:
+            raise _Problem(f"{where} your loss is {extra:+.3g} nats off at β = 8 — {floor}")
 
 
-def _vae_loss_offset(fn, logits, x, mu, logvar) -> float | None:
+def _vae_loss_offset(fn, logits, x, mu, logvar) -> tuple[float | None, bool]:
     """How far ``fn``'s loss at β = 8 is from the reference (None when within float32
-    rounding: 2e-6 of the loss, at least 2e-4 nats); an offset that is the same at β = 0 is
+    rounding: 2e-6 of the loss, at least 2e-4 nats), and whether that offset grows in
+    proportion to β, as a floor under the KL's does; an offset that is the same at β = 0 is
     named as one in the reconstruction term."""
     def offset(beta: float) -> float | None:
         out = _tensor(_call(fn, "fn(logits, x, mu, logvar, beta)", logits.clone(), x.clone(),
@@ -987,12 +991,15 @@ def _vae_loss_offset(fn, logits, x, mu, logvar) -> float | None:
     tolerance = max(2e-4, 2e-6 * abs(float(losses.vae_loss(logits, x, mu, logvar, 8.0).total)))
     extra = offset(8.0)
     if extra is None or abs(extra) <= tolerance:
-        return None
+        return None, False
     at_zero = offset(0.0)
     if at_zero is not None and abs(extra - at_zero) <= tolerance:
         raise _Problem(RECONSTRUCTION_OFF.format(f"{extra:+.3g} nats off at β = 8 and the same "
                                                  "at β = 0"))
-    return extra
+    at_four = offset(4.0)
+    grows = (at_zero is not None and abs(at_zero) <= tolerance and at_four is not None
+             and abs(extra - 2 * at_four) <= 2 * tolerance)
+    return extra, grows
 
 
 def _vae_loss_other_sizes(fn) -> None:
