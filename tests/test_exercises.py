@@ -2512,3 +2512,18 @@ def test_vae_loss_mistakes_that_are_no_floor_are_not_called_one(combine, message
         return combine(rec, kl, beta)
     ok, line = verdict(check.vae_loss, loss, capsys)
     assert not ok and message in line and "floor" not in line, line
+
+
+def test_mig_that_forgets_to_move_the_old_top_down_is_told_so(capsys):
+    def running_max(mi, entropy):
+        gaps = []
+        for k in range(mi.shape[1]):
+            top = second = -np.inf
+            for v in mi[:, k]:
+                if v > top:
+                    top = v  # the old top should become the second here
+                elif v > second:
+                    second = v
+            gaps.append((top - second) / entropy[k])
+        return float(np.mean(gaps))
+    fails(check.mig_from_mi, running_max, "the old largest becomes the second", capsys)

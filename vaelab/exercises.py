@@ -1652,10 +1652,23 @@ def _mig_other_sizes(fn) -> None:
             raise _Problem(f"got {got:.4f} instead of {want:.4f} on {where}: you divided by "
                            "3, the number of factors of the first matrices — average over "
                            "however many factors mi has")
+        if not math.isclose(_call_mig(fn, mi[::-1].copy(), entropy), got, rel_tol=1e-4,
+                            abs_tol=1e-6):  # the same matrix, its latents in reverse order
+            raise _Problem(f"{got:.6f} instead of {want:.6f} on {where}, and another answer with "
+                           "its latents in reverse order — the MIG cannot depend on their order: "
+                           "when a new largest value appears, the old largest becomes the second")
         raise _Problem(_mig_tie_message(got, mi, entropy, want, where)
                        or f"right on the 4 × 3 and 5 × 3 matrices but {got:.6f} instead of "
                        f"{want:.6f} on {where} — does your function assume a number of "
                        "latents or factors?")
+    for where, mi, entropy in _mig_more_inputs():  # their latents reversed: runners-up first
+        flipped = mi[::-1].copy()
+        top = np.sort(flipped, axis=0)[::-1]
+        want, got = float(((top[0] - top[1]) / entropy).mean()), _call_mig(fn, flipped, entropy)
+        if not math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6):
+            raise _Problem(f"right on {where} but {got:.6f} instead of {want:.6f} with its latents "
+                           "in reverse order — the MIG cannot depend on their order: when a new "
+                           "largest value appears, the old largest becomes the second")
 
 
 def _mig_known_code():
@@ -1868,7 +1881,7 @@ class Checks:
         out = _scores_of_a_copy(fn, x)
         out, note = _per_image(out, ref, "one score per image", "reduce each image to one number")
         _finite(out, "divide by each image's total ink")
-        if not _close(out, ref, atol=1e-3):
+        if not _close(out, ref, rtol=0.0, atol=1e-3):
             message = _match(out, _donut_variants(x, ref))
             if message:
                 raise _Problem(message)
